@@ -1,0 +1,238 @@
+"""Typed configuration: dataclasses loaded from YAML profiles, overridable from the command line.
+
+Resolution order (later wins): dataclass defaults -> ``assets/configs/<profile>.yaml`` ->
+``--config FILE`` -> ``--set section.key=value`` overrides.
+
+Each component owns the dataclass of its section (``engine.codec.CodecConfig``,
+``engine.semantic.config.SemanticConfig``, ``engine.perceptual.config.PerceptualConfig``);
+this module composes them and holds the generic dict <-> dataclass helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from engine.codec_config import CodecConfig
+from engine.errors import ConfigError
+from engine.perceptual.config import PerceptualConfig
+from engine.semantic.config import SemanticConfig
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "assets" / "configs"
+
+
+@dataclass
+class PipelineConfig:
+    """Task-level settings shared by TTS, conversion and chat."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_input_seconds: float = 60.0  # longest user audio accepted
+    max_text_chars: int = 2000  # longest TTS text accepted
+    chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size
+    crossfade_ms: float = 30.0
+    sentence_pause_ms: float = 120.0
+
+
+@dataclass
+class ServerConfig:
+    """Web UI / desktop defaults; launch.py flags override them."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: str | None = None  # "user:password"
+    concurrency: int = 1  # requests that may run at once on the models
+    vad_pause_ms: int = 700  # silence that ends an utterance
+    vad_aggressiveness: int = 2  # WebRTC VAD mode 0..3
+
+
+@dataclass
+class PathsConfig:
+    voices_dir: str = "~/.cache/speechgpt-gen/voices"  # the user's voice library
+    bundled_voices_dir: str = "assets/voices"
+    outputs_dir: str = "outputs"
+
+
+@dataclass
+class AppConfig:
+    profile: str = "default"
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def resolve_path(self, value: str) -> Path:
+        """Expand ``~`` and make a relative path relative to the repository root."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+# ----------------------------------------------------------------------------- generic helpers
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check/convert ``value`` against the annotation ``tp``; raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp) or (Any,)
+        items = [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build the dataclass ``cls`` from a (nested) mapping; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    """Dataclass -> plain nested dict (YAML friendly)."""
+    return dataclasses.asdict(obj)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: ``update`` wins, nested mappings are merged."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def load_yaml_dataclass(cls: type[T], path: str | Path) -> T:
+    return from_dict(cls, read_yaml(path))
+
+
+def save_yaml_dataclass(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+def parse_override(text: str) -> dict:
+    """``"semantic.sampling.temperature=0.7"`` -> nested dict; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(
+    profile: str = "default", config_file: str | Path | None = None, overrides: Iterable[str] = ()
+) -> AppConfig:
+    """Resolve the configuration: profile YAML, then an optional file, then ``key=value`` overrides."""
+    profile_path = CONFIG_DIR / f"{profile}.yaml"
+    if not profile_path.is_file():
+        raise ConfigError(f"unknown profile {profile!r}; available: {', '.join(available_profiles())}")
+    data = read_yaml(profile_path)
+    if config_file is not None:
+        data = merge(data, read_yaml(config_file))
+    for text in overrides:
+        data = merge(data, parse_override(text))
+    data["profile"] = profile
+    return from_dict(AppConfig, data)

@@ -1,0 +1,1 @@
+"""Perceptual stage: RVQ-1 units + voice prompt -> complete representation."""

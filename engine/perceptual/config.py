@@ -1,0 +1,42 @@
+"""Configuration of the perceptual stage (import-light: dataclasses only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FlowConfig:
+    """Continuous perceptual model: flow-matching Conformer (paper 3.3)."""
+
+    path: str | None = None  # our folder (config.yaml + model.safetensors), an official folder, or a hub id
+    random_init: bool = False  # tiny profile: build a random model of `size` in code
+    size: str = "base"  # tiny | base | large (used with random_init)
+    seed: int = 0
+    chain: str = "implicit"  # implicit | explicit
+    steps: int = 16  # number of ODE steps (function evaluations per step depend on the solver)
+    solver: str = "midpoint"  # euler | midpoint
+    schedule: str = "uniform"  # uniform | sway (more steps near t = 0)
+    guidance_scale: float = 0.0  # classifier-free guidance on the voice prompt; 0 disables
+    temperature: float = 1.0  # std of the prior noise
+
+
+@dataclass
+class SoundStormConfig:
+    """Discrete perceptual baseline: MaskGIT Conformer over RVQ-2..8 (paper 5.4)."""
+
+    path: str | None = "fnlp/AnyGPT-speech-modules"  # hub id or local folder
+    filename: str = "soundstorm/speechtokenizer_soundstorm_mls.pt"
+    random_init: bool = False
+    size: str = "base"
+    seed: int = 0
+    steps: int = 8  # MaskGIT iterations for RVQ-2
+    greedy: bool = True
+
+
+@dataclass
+class PerceptualConfig:
+    kind: str = "flow"  # flow | soundstorm
+    prompt_seconds: float = 3.0  # voice prompt crop
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    soundstorm: SoundStormConfig = field(default_factory=SoundStormConfig)
