@@ -1,0 +1,248 @@
+"""The flow-matching perceptual model: estimator network, normalisation, checkpoints, generation.
+
+Estimator input per frame (official layout): concat[x_t, (semantic,) context, t] -> Linear ->
+Conformer (U-Net skips) -> Linear (no bias) -> velocity. ``t`` is the raw flow time as one
+channel. The input projection is split so that the context/semantic part is computed once per
+generate call, not once per ODE step.
+
+Checkpoint format: ``config.yaml`` (FlowModelConfig) + ``model.safetensors``; a folder in the
+authors' format (``model_config.yml`` + ``ConditionalFlowMatcher_best_dev.pt``) is converted on
+load (engine.perceptual.convert).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.errors import ModelUnavailableError
+from engine.perceptual.cfm import ConditionalFlowMatching, FlowChain
+from engine.perceptual.conformer import Conformer, ConformerConfig
+from engine.perceptual.solvers import interpolate
+
+SIZES: dict[str, ConformerConfig] = {
+    # paper Appendix A: 12 layers, 1024 hidden, 16 heads, 4096 FFN (base); 24 layers (large)
+    "tiny": ConformerConfig(dim=64, depth=4, heads=4, conv_kernel=31, unet=True),
+    "base": ConformerConfig(dim=1024, depth=12, heads=16, unet=True),
+    "large": ConformerConfig(dim=1024, depth=24, heads=16, unet=True),
+}
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class FlowModelConfig:
+    feature_dim: int = 1024  # the codec's embedding width
+    backbone: ConformerConfig = field(default_factory=lambda: dataclasses.replace(SIZES["base"]))
+    chain: str = "implicit"  # implicit | explicit
+    concat_semantic: bool = False  # also feed the semantic embedding as input channels
+    sigma_min: float = 0.0
+    max_prompt_frames: int = 300
+    prompt_dropout: float = 0.0  # > 0 trains for classifier-free guidance on the prompt
+    codec: str = "hubert_avg"  # the codec whose embeddings this model was trained on
+    official_mode: bool = False  # converted official model: explicit flag only changes training
+
+    @property
+    def semantic_input(self) -> bool:
+        """The semantic embedding is an input channel when asked, or when no prior carries it."""
+        return self.concat_semantic or self.chain == "explicit"
+
+    @classmethod
+    def preset(cls, size: str, feature_dim: int, codec: str, **kwargs) -> "FlowModelConfig":
+        if size not in SIZES:
+            raise ValueError(f"unknown flow model size {size!r}; choose one of {', '.join(SIZES)}")
+        backbone = dataclasses.replace(SIZES[size])
+        return cls(feature_dim=feature_dim, backbone=backbone, codec=codec, **kwargs)
+
+
+class FlowEstimator(nn.Module):
+    """Vector field v(x_t, t | context, semantic). Shapes [B, N, D]."""
+
+    def __init__(self, cfg: FlowModelConfig):
+        super().__init__()
+        f, d = cfg.feature_dim, cfg.backbone.dim
+        self.feature_dim = f
+        self.semantic_input = cfg.semantic_input
+        self.to_embed = nn.Linear(f * (3 if self.semantic_input else 2) + 1, d)
+        self.backbone = Conformer(cfg.backbone)
+        self.to_pred = nn.Linear(d, f, bias=False)
+
+    def _columns(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Split of to_embed's weight by input block: x, semantic, context, t."""
+        w, f = self.to_embed.weight, self.feature_dim
+        if self.semantic_input:
+            return w[:, :f], w[:, f : 2 * f], w[:, 2 * f : 3 * f], w[:, 3 * f]
+        return w[:, :f], None, w[:, f : 2 * f], w[:, 2 * f]
+
+    def condition(self, context: Tensor, semantic: Tensor | None) -> Tensor:
+        """Projection of everything that stays fixed during one ODE solve -> [B, N, dim]."""
+        _, w_sem, w_ctx, _ = self._columns()
+        cond = F.linear(context, w_ctx, self.to_embed.bias)
+        if w_sem is not None:
+            if semantic is None:
+                raise ValueError("this model needs the semantic embedding as input")
+            cond = cond + F.linear(semantic, w_sem)
+        return cond
+
+    def velocity(self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
+        """x [B, N, F], t [B] (or scalar) -> v [B, N, F]."""
+        w_x, _, _, w_t = self._columns()
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
+        t = t.expand(x.shape[0]) if t.numel() == 1 else t
+        h = F.linear(x, w_x) + cond + t[:, None, None] * w_t  # [B, N, dim]
+        return self.to_pred(self.backbone(h, mask))
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor, semantic: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.velocity(x, t, self.condition(context, semantic), mask)
+
+
+class FlowModel(nn.Module):
+    """Estimator + flow-matching wrapper + feature normalisation statistics."""
+
+    def __init__(self, cfg: FlowModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.cfm = ConditionalFlowMatching(
+            FlowEstimator(cfg), FlowChain.named(cfg.chain), cfg.sigma_min, cfg.max_prompt_frames, cfg.prompt_dropout
+        )
+        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+
+    @property
+    def estimator(self) -> FlowEstimator:
+        return self.cfm.estimator  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- normalisation
+    def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-5))
+
+    def normalize(self, emb: Tensor) -> Tensor:
+        return (emb - self.feature_mean) / self.feature_std
+
+    def denormalize(self, emb: Tensor) -> Tensor:
+        return emb * self.feature_std + self.feature_mean
+
+    # -------------------------------------------------------------- training
+    def loss(self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        """complete/semantic embeddings [B, N, F] (raw codec space), lengths [B]."""
+        return self.cfm.loss(self.normalize(complete), self.normalize(semantic), lengths, generator)
+
+    # -------------------------------------------------------------- inference
+    @torch.no_grad()
+    def generate(
+        self,
+        semantic: list[Tensor] | Tensor,
+        prompt_complete: list[Tensor] | Tensor | None = None,
+        prompt_semantic: list[Tensor] | Tensor | None = None,
+        *,
+        steps: int = 16,
+        method: str = "midpoint",
+        schedule: str = "uniform",
+        guidance_scale: float = 0.0,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        noise: list[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """Complete embeddings for a batch of targets.
+
+        semantic: per item the target RVQ-1 embedding [T_i, F]; prompt_complete/prompt_semantic:
+        per item the voice prompt's complete and RVQ-1 embeddings [P_i, F] (or None). Items are laid
+        out as [prompt ; target ; padding]. Noise is drawn per item (seed + i), so an item gives the
+        same result alone or in a padded batch. Returns per item the complete embedding [T_i, F].
+        """
+        sem = _as_list(semantic)
+        b = len(sem)
+        pc = _as_list(prompt_complete) if prompt_complete is not None else [None] * b
+        ps = _as_list(prompt_semantic) if prompt_semantic is not None else [None] * b
+        dev = self.feature_mean.device
+        f = self.cfg.feature_dim
+        p_len = [0 if p is None else p.shape[0] for p in pc]
+        t_len = [s.shape[0] for s in sem]
+        n = max(p + t for p, t in zip(p_len, t_len))
+        context = torch.zeros(b, n, f, device=dev)
+        semantic_full = torch.zeros(b, n, f, device=dev)
+        y0 = torch.zeros(b, n, f, device=dev)
+        mask = torch.zeros(b, n, dtype=torch.bool, device=dev)
+        for i in range(b):
+            p, t = p_len[i], t_len[i]
+            if p:
+                if ps[i] is None:
+                    raise ValueError("prompt_semantic is needed with prompt_complete")
+                context[i, :p] = self.normalize(pc[i].to(dev).float())
+                semantic_full[i, :p] = self.normalize(ps[i].to(dev).float())
+            semantic_full[i, p : p + t] = self.normalize(sem[i].to(dev).float())
+            mask[i, : p + t] = True
+            if noise is not None:
+                eps = noise[i].to(dev)
+            else:
+                gen = torch.Generator().manual_seed(seed + i) if seed is not None else None
+                eps = torch.randn(p + t, f, generator=gen)
+            y0[i, : p + t] = temperature * eps.to(dev)
+        y0 = y0 + self.cfm.prior_mean(semantic_full) * mask[..., None]
+        x1 = self.cfm.sample(y0, context, semantic_full, None if bool(mask.all()) else mask, steps, method, schedule, guidance_scale)
+        if self.cfg.chain == "explicit":
+            x1 = x1 + semantic_full
+        out = self.denormalize(x1)
+        return [out[i, p_len[i] : p_len[i] + t_len[i]].cpu() for i in range(b)]
+
+    @torch.no_grad()
+    def trajectory(self, y0: Tensor, context: Tensor, semantic: Tensor, times: Tensor, step_size: float = 0.0625, method: str = "midpoint") -> Tensor:
+        """Official-compatible solve: fixed grid of ``step_size`` from 0 to 1, states at ``times``
+        by linear interpolation (torchdiffeq fixed-grid semantics). Normalised space; [len(times), B, N, F]."""
+        steps = round(1.0 / step_size)
+        grid_states = self.cfm.sample(y0, context, semantic, None, steps, method, "uniform", 0.0, keep_all=True)
+        grid = torch.linspace(0, 1, steps + 1)
+        return interpolate(grid, grid_states, times.float().cpu())
+
+    # -------------------------------------------------------------- checkpoints
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        from engine.config import save_yaml_dataclass
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_yaml_dataclass(self.cfg, folder / CONFIG_FILE)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "speechgpt-gen-flow", "codec": self.cfg.codec})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, codec: str | None = None, device: str | torch.device = "cpu") -> "FlowModel":
+        """Load our format or the official one, from a folder or a hub id. ``codec``: refuse a model
+        trained on another codec."""
+        from engine.hub import locate_files, resolve_files
+
+        official = locate_files(path, ["model_config.yml", "ConditionalFlowMatcher_best_dev.pt"])
+        if all(official.values()) and not all(locate_files(path, [CONFIG_FILE, WEIGHTS_FILE]).values()):
+            from engine.perceptual.convert import load_official_flow
+
+            model = load_official_flow(official["model_config.yml"], official["ConditionalFlowMatcher_best_dev.pt"])
+        else:
+            from safetensors.torch import load_file
+
+            from engine.config import load_yaml_dataclass
+
+            cfg_path, weights = resolve_files(path, [CONFIG_FILE, WEIGHTS_FILE], what="flow-matching perceptual model")
+            cfg = load_yaml_dataclass(FlowModelConfig, cfg_path)
+            model = cls(cfg)
+            model.load_state_dict(load_file(str(weights)), strict=True)
+        if codec is not None and model.cfg.codec != codec:
+            raise ModelUnavailableError(
+                f"the flow model in {path} was trained on the {model.cfg.codec!r} codec, but the config uses {codec!r}; "
+                f"each codec has its own codebooks. Use the matching codec or a model trained on {codec!r}"
+            )
+        return model.to(device).eval()
+
+
+def _as_list(x: list[Tensor] | Tensor) -> list[Tensor]:
+    if isinstance(x, Tensor):
+        return list(x) if x.dim() == 3 else [x]
+    return list(x)
