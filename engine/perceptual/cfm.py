@@ -53,15 +53,18 @@ class ConditionalFlowMatching(nn.Module):
     def prior_mean(self, semantic: Tensor) -> Tensor:
         return semantic if self.chain.semantic_prior else torch.zeros_like(semantic)
 
-    def loss(self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        """Masked MSE on the optimal-transport path. complete/semantic [B, N, D]; lengths [B] frames."""
+    def loss(
+        self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None, prompt_lengths: Tensor | None = None
+    ) -> tuple[Tensor, dict]:
+        """Masked MSE on the optimal-transport path. complete/semantic [B, N, D]; lengths [B] frames;
+        prompt_lengths [B] (default: drawn per sample)."""
         b, n, _ = complete.shape
         dev = complete.device
         frames = torch.arange(n, device=dev)[None, :]  # [1, N]
         valid = frames < lengths[:, None].to(dev)  # [B, N]
         # random prompt prefix per sample: p ~ U[0, min(len, max_prompt) - 1)
         upper = (lengths.to(dev).clamp(max=self.max_prompt_frames) - 1).clamp(min=1).float()
-        p = (torch.rand(b, generator=generator, device="cpu").to(dev) * upper).long()
+        p = (torch.rand(b, generator=generator, device="cpu").to(dev) * upper).long() if prompt_lengths is None else prompt_lengths.to(dev)
         prompt = frames < p[:, None]  # [B, N]
         if self.training and self.prompt_dropout > 0:  # classifier-free guidance: sometimes no prompt
             drop = torch.rand(b, generator=generator, device="cpu").to(dev) < self.prompt_dropout

@@ -130,9 +130,11 @@ class FlowModel(nn.Module):
         return emb * self.feature_std + self.feature_mean
 
     # -------------------------------------------------------------- training
-    def loss(self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    def loss(
+        self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None, prompt_lengths: Tensor | None = None
+    ) -> tuple[Tensor, dict]:
         """complete/semantic embeddings [B, N, F] (raw codec space), lengths [B]."""
-        return self.cfm.loss(self.normalize(complete), self.normalize(semantic), lengths, generator)
+        return self.cfm.loss(self.normalize(complete), self.normalize(semantic), lengths, generator, prompt_lengths)
 
     # -------------------------------------------------------------- inference
     @torch.no_grad()
