@@ -283,6 +283,15 @@ class Codec:
         quantized = self.model.quantizer.decode(flat, st=start_layer)  # [B', D, T]
         return quantized.transpose(1, 2).reshape(*lead, codes.shape[-1], self.dim).float().cpu()
 
+    def codebooks(self) -> Tensor:
+        """All codebook vectors [n_q, codebook_size, D] (float32, CPU): embed(codes) is the sum of
+        ``codebooks()[l, codes[l]]`` over layers l (what training looks up on its own device)."""
+        books = []
+        for layer in self.model.quantizer.vq.layers:
+            ids = torch.arange(self.codebook_size, device=self.device)[None]  # [1, C]
+            books.append(layer.decode(ids)[0].t().float().cpu())  # [C, D]
+        return torch.stack(books)
+
     def semantic_embedding(self, tokens: Tensor) -> Tensor:
         """RVQ-1 embedding of semantic tokens [..., T] -> [..., T, D]."""
         tokens = torch.as_tensor(tokens)

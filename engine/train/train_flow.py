@@ -1,0 +1,112 @@
+"""Training of the flow-matching perceptual model on extracted codes (see engine.train.codes_data)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from engine.codec import Codec
+from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+from engine.train.codes_data import CodesDataset, LengthBucketSampler, collate_codes, read_meta, split_ids
+from engine.train.trainer import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowModelSpec:
+    """Which model to train (the feature width comes from the codec)."""
+
+    size: str = "base"  # tiny | base | large
+    chain: str = "implicit"  # implicit | explicit
+    concat_semantic: bool = False
+    sigma_min: float = 0.0
+    max_prompt_frames: int = 300
+    prompt_dropout: float = 0.1  # enables classifier-free guidance on the voice prompt
+
+
+@dataclass
+class FlowTrainConfig:
+    model: FlowModelSpec = field(default_factory=FlowModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stats_utterances: int = 500  # utterances used for the feature mean/std
+
+
+class CodebookEmbedder:
+    """codes [B, 8, T] -> (complete, semantic) embeddings [B, T, D] by codebook lookup on any device."""
+
+    def __init__(self, codebooks: Tensor):
+        self.codebooks = codebooks  # [8, C, D]
+        self._per_device: dict[torch.device, Tensor] = {}
+
+    def __call__(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        books = self._per_device.get(codes.device)
+        if books is None:
+            books = self._per_device[codes.device] = self.codebooks.to(codes.device)
+        per_layer = torch.stack([books[l][codes[:, l]] for l in range(codes.shape[1])])  # [8, B, T, D]
+        return per_layer.sum(0), per_layer[0]
+
+
+def feature_stats(dataset: CodesDataset, embed: CodebookEmbedder, limit: int) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean/std of the complete embedding over up to ``limit`` utterances."""
+    total, sq, count = None, None, 0
+    for i in range(min(len(dataset), limit)):
+        complete, _ = embed(dataset[i][None])
+        x = complete[0].double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        sq = (x**2).sum(0) if sq is None else sq + (x**2).sum(0)
+        count += x.shape[0]
+    mean = total / count
+    std = (sq / count - mean**2).clamp(min=1e-10).sqrt()
+    return mean.float(), std.float()
+
+
+def build_model(spec: FlowModelSpec, codec: Codec) -> FlowModel:
+    cfg = FlowModelConfig.preset(
+        spec.size, feature_dim=codec.dim, codec=codec.name, chain=spec.chain, concat_semantic=spec.concat_semantic,
+        sigma_min=spec.sigma_min, max_prompt_frames=spec.max_prompt_frames, prompt_dropout=spec.prompt_dropout,
+    )
+    return FlowModel(cfg)
+
+
+def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train and export to ``out_dir/final`` (config.yaml + model.safetensors)."""
+    data_codec = read_meta(data_dir).get("codec")
+    if data_codec is not None and data_codec != codec.name:
+        raise ValueError(f"{data_dir} was extracted with the {data_codec!r} codec but training uses {codec.name!r}")
+    tc = run.train
+    train_ids, valid_ids = split_ids(data_dir, tc.valid_fraction, tc.seed)
+    train_set = CodesDataset(data_dir, train_ids, min_frames=2, max_frames=tc.max_frames)
+    valid_set = CodesDataset(data_dir, valid_ids, min_frames=2, max_frames=tc.max_frames) if valid_ids else None
+    sampler = LengthBucketSampler(train_set.lengths(), tc.batch_frames, seed=tc.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_codes, num_workers=tc.num_workers)
+    valid_loader = None
+    if valid_set is not None and len(valid_set):
+        vs = LengthBucketSampler(valid_set.lengths(), tc.batch_frames, shuffle=False)
+        valid_loader = torch.utils.data.DataLoader(valid_set, batch_sampler=vs, collate_fn=collate_codes)
+    embed = CodebookEmbedder(codec.codebooks())
+    model = build_model(run.model, codec)
+    if not resume:
+        mean, std = feature_stats(train_set, embed, run.stats_utterances)
+        model.set_feature_stats(mean, std)
+
+    def loss_fn(m, batch: dict) -> tuple[Tensor, dict]:
+        complete, semantic = embed(batch["codes"])
+        inner = m.module if hasattr(m, "module") else m
+        return inner.loss(complete, semantic, batch["lengths"], generator=batch.get("generator"))
+
+    trainer = Trainer(
+        model, train_loader, valid_loader, tc, out_dir, loss_fn,
+        export_fn=lambda m, folder: m.save_pretrained(folder),
+        run_config={"codec": codec.name, **{f"model.{k}": v for k, v in dataclasses.asdict(run.model).items()}},
+    )
+    if resume and not trainer.resume():
+        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+        mean, std = feature_stats(train_set, embed, run.stats_utterances)
+        trainer.acc.unwrap_model(trainer.model).set_feature_stats(mean.to(trainer.acc.device), std.to(trainer.acc.device))
+    return trainer.fit(progress=progress)
