@@ -15,14 +15,16 @@ BENCHES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine bench", description=__doc__)
-    sub = parser.add_subparsers(dest="bench", required=True)
-    modules = {}
-    for name, (module_name, summary) in BENCHES.items():
-        p = sub.add_parser(name, help=summary, description=summary)
-        add_config_args(p)
-        module = importlib.import_module(module_name)
-        module.add_args(p)
-        modules[name] = module
-    args = parser.parse_args(argv)
-    return int(modules[args.bench].run(args, config_from_args(args)) or 0)
+    argv = list(argv or [])
+    if not argv or argv[0] not in BENCHES:
+        listing = "\n".join(f"  {name:11s} {summary}" for name, (_, summary) in BENCHES.items())
+        print(f"usage: python -m engine bench {{{','.join(BENCHES)}}} [options]\n\n{listing}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    name = argv[0]
+    module_name, summary = BENCHES[name]
+    module = importlib.import_module(module_name)  # only the chosen benchmark's imports
+    parser = argparse.ArgumentParser(prog=f"python -m engine bench {name}", description=summary)
+    add_config_args(parser)
+    module.add_args(parser)
+    args = parser.parse_args(argv[1:])
+    return int(module.run(args, config_from_args(args)) or 0)

@@ -7,6 +7,7 @@ generates RVQ-2..8 codes, which the codec's codebooks turn into the same represe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,8 +15,11 @@ import torch
 from torch import Tensor
 
 from engine.codec import Codec
-from engine.errors import ModelUnavailableError
-from engine.perceptual.config import PerceptualConfig
+from engine.errors import EngineError, ModelUnavailableError
+from engine.perceptual.config import FlowConfig, PerceptualConfig, SoundStormConfig
+from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+from engine.perceptual.soundstorm import SIZES as SOUNDSTORM_SIZES
+from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 
 
 @dataclass
@@ -53,3 +57,81 @@ class PerceptualModel(Protocol):
     ) -> Tensor:
         """Target RVQ-1 tokens [T] + prompt -> complete embedding [T, D] (float32, CPU)."""
         ...
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+class FlowPerceptual:
+    """The continuous perceptual model behind the PerceptualModel interface."""
+
+    kind = "flow"
+
+    def __init__(self, cfg: FlowConfig, codec: Codec, device: torch.device):
+        self.cfg, self.codec, self.device = cfg, codec, device
+        self._models: dict[str, FlowModel] = {}
+        self.default_chain = cfg.chain if cfg.random_init else None
+        if not cfg.random_init:
+            if not cfg.path:
+                raise ModelUnavailableError(
+                    "no flow-matching model is configured (no public weights exist): train one with "
+                    "`python -m engine train-flow`, then --set perceptual.flow.path=RUN/final, or use --perceptual soundstorm"
+                )
+            model = FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device)
+            self.default_chain = model.cfg.chain
+            self._models[model.cfg.chain] = model
+
+    def model(self, chain: str | None) -> FlowModel:
+        chain = chain or self.default_chain
+        if chain not in ("implicit", "explicit"):
+            raise ValueError(f"unknown chain {chain!r}; use implicit or explicit")
+        if chain not in self._models:
+            if not self.cfg.random_init:
+                raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain is needed")
+            cfg = FlowModelConfig.preset(self.cfg.size, feature_dim=self.codec.dim, codec=self.codec.name, chain=chain)
+            self._models[chain] = _seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval()
+        return self._models[chain]
+
+    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
+        model = self.model(chain)
+        semantic = self.codec.semantic_embedding(tokens)  # [T, D]
+        return model.generate(
+            [semantic], [prompt.complete_emb], [prompt.semantic_emb],
+            steps=steps or self.cfg.steps, method=self.cfg.solver, schedule=self.cfg.schedule,
+            guidance_scale=self.cfg.guidance_scale if guidance_scale is None else guidance_scale,
+            temperature=self.cfg.temperature, seed=seed,
+        )[0]
+
+
+class SoundStormPerceptual:
+    """The discrete baseline behind the PerceptualModel interface (codes -> codebook embeddings)."""
+
+    kind = "soundstorm"
+
+    def __init__(self, cfg: SoundStormConfig, codec: Codec, device: torch.device):
+        self.cfg, self.codec = cfg, codec
+        if cfg.random_init:
+            mcfg = SoundStormModelConfig(backbone=dataclasses.replace(SOUNDSTORM_SIZES[cfg.size]), codec=codec.name)
+            self.model = _seeded(cfg.seed, lambda: SoundStorm(mcfg)).to(device).eval()
+        else:
+            if not cfg.path:
+                raise ModelUnavailableError("no SoundStorm checkpoint configured: set perceptual.soundstorm.path")
+            self.model = SoundStorm.from_pretrained(cfg.path, cfg.filename, codec=codec.name, device=device)
+
+    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
+        codes = self.model.generate(
+            tokens[None], prompt.codes.t()[None], steps=steps or self.cfg.steps, greedy=self.cfg.greedy, seed=seed
+        )  # [1, T, 8]
+        return self.codec.embed(codes[0].t())  # [T, D]
+
+
+def load_perceptual(kind: str, cfg: PerceptualConfig, codec: Codec, device: torch.device) -> PerceptualModel:
+    """Build the configured perceptual model (``flow`` or ``soundstorm``)."""
+    if kind == "flow":
+        return FlowPerceptual(cfg.flow, codec, device)
+    if kind == "soundstorm":
+        return SoundStormPerceptual(cfg.soundstorm, codec, device)
+    raise ValueError(f"unknown perceptual model {kind!r}; use flow or soundstorm")

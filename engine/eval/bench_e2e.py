@@ -1,0 +1,55 @@
+"""End-to-end speed: time to first audio and real-time factor of TTS, conversion and a chat turn."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog. It was a bright cold day in April."
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--voice", default=None, help="voice name or audio file (default: the first library voice)")
+    parser.add_argument("--source", default=None, help="audio file to convert / ask in chat (default: the voice clip)")
+    parser.add_argument("--text", default=DEFAULT_TEXT)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per task after one warm-up")
+    parser.add_argument("--perceptual", choices=["flow", "soundstorm"], default=None)
+    parser.add_argument("--steps", type=int, default=None)
+
+
+def run(args: argparse.Namespace, config) -> int:
+    from engine.pipeline import ChatDone, Engine, GenerationOptions
+
+    if args.perceptual:
+        config.perceptual.kind = args.perceptual
+    engine = Engine(config)
+    voice = args.voice
+    if voice is None:
+        voices = engine.voices.list()
+        if not voices:
+            raise SystemExit("no voice given and the voice library is empty: pass --voice FILE")
+        voice = voices[0].name
+    source = args.source
+    if source is None:
+        sr, wav = engine.voices.preview(voice) if isinstance(voice, str) and not voice.endswith((".wav", ".flac")) else (None, None)
+        source = (sr, wav) if wav is not None else voice
+    options = GenerationOptions(steps=args.steps, seed=0)
+    engine.load()
+    tasks = {
+        "tts": lambda: engine.tts(args.text, voice, options=options).metrics,
+        "convert": lambda: engine.convert(source, voice, options=options).metrics,
+        "chat": lambda: next(e for e in engine.chat(source, voice, options=options) if isinstance(e, ChatDone)).metrics,
+    }
+    print(f"device: {engine.device}, perceptual: {config.perceptual.kind}, profile: {config.profile}")
+    print(f"{'task':8s} {'first audio s':>14s} {'total s':>9s} {'audio s':>8s} {'RTF':>6s} {'peak GPU MB':>12s}")
+    for name, fn in tasks.items():
+        fn()  # warm-up
+        runs = [fn() for _ in range(max(args.repeats, 1))]
+        mem = [r.peak_gpu_mem_mb for r in runs if r.peak_gpu_mem_mb is not None]
+        print(
+            f"{name:8s} {np.mean([r.first_audio_s for r in runs]):14.3f} {np.mean([r.total_s for r in runs]):9.3f} "
+            f"{np.mean([r.audio_s for r in runs]):8.2f} {np.mean([r.rtf for r in runs]):6.3f} "
+            f"{(max(mem) if mem else float('nan')):12.0f}"
+        )
+    return 0

@@ -1,0 +1,374 @@
+"""The assistant's engine: zero-shot TTS, voice conversion and speech-to-speech chat.
+
+Models load lazily (once, shared, thread-safe); every task takes a voice from the library or an
+uploaded clip, and reports time to first audio, real-time factor and peak GPU memory.
+
+    text  -> normalise, split -> LLM.speak -> RVQ-1 units ----\
+    audio -> codec.encode -> RVQ-1 units ---------------------+-> perceptual(units, prompt) -> codec.decode
+    audio -> codec.encode -> LLM.respond -> transcript, text, units ---/
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+
+from engine.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from engine.codec import Codec, resolve_device
+from engine.config import AppConfig
+from engine.errors import EngineError, ModelUnavailableError
+from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
+from engine.textfront import crossfade_join, normalize_text, split_sentences
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+Voice = Union[str, AudioSource]  # a library voice name, or audio to take the voice from
+
+
+@dataclass
+class GenerationOptions:
+    """Per-call knobs; ``None`` means the configured default."""
+
+    steps: int | None = None  # ODE steps (flow) or MaskGIT iterations (SoundStorm)
+    chain: str | None = None  # implicit | explicit (flow)
+    guidance_scale: float | None = None  # classifier-free guidance on the voice prompt (flow)
+    perceptual: str | None = None  # flow | soundstorm
+    temperature: float | None = None  # LLM sampling
+    top_p: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Metrics:
+    first_audio_s: float  # request start -> first audio ready
+    total_s: float
+    audio_s: float  # length of the audio produced
+    rtf: float  # total_s / audio_s (below 1 = faster than real time)
+    peak_gpu_mem_mb: float | None = None
+
+    def summary(self) -> str:
+        mem = f", peak GPU {self.peak_gpu_mem_mb:.0f} MB" if self.peak_gpu_mem_mb is not None else ""
+        return f"first audio {self.first_audio_s:.2f} s, total {self.total_s:.2f} s for {self.audio_s:.2f} s of audio (RTF {self.rtf:.2f}){mem}"
+
+
+@dataclass
+class Result:
+    wav: np.ndarray  # float32 mono
+    sample_rate: int
+    metrics: Metrics
+    text: str | None = None  # normalised text (TTS) or reply text (chat)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelStatus:
+    role: str
+    name: str
+    source: str
+    loaded: bool
+    available: bool
+    device: str
+    dtype: str
+    message: str
+
+
+# ---------------------------------------------------------------- chat events (streamed in order)
+@dataclass
+class Transcript:
+    text: str  # what the user said (ASR part of the chain of modality)
+
+
+@dataclass
+class TextDelta:
+    text: str  # next piece of the reply text
+
+
+@dataclass
+class AudioChunk:
+    wav: np.ndarray
+    sample_rate: int
+
+
+@dataclass
+class ChatDone:
+    transcript: str
+    text: str
+    wav: np.ndarray
+    sample_rate: int
+    metrics: Metrics
+    warnings: list[str] = field(default_factory=list)
+
+
+ChatEvent = Union[Transcript, TextDelta, AudioChunk, ChatDone]
+
+
+class _Clock:
+    """Times one request and peak GPU memory."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def mark_audio(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.start
+
+    def metrics(self, samples: int) -> Metrics:
+        total = time.perf_counter() - self.start
+        audio = samples / SAMPLE_RATE
+        mem = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        return Metrics(self.first if self.first is not None else total, total, audio, total / max(audio, 1e-9), mem)
+
+
+class Engine:
+    """Shared models + the three tasks. Cheap to construct: nothing loads until first use."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.device = resolve_device(config.pipeline.device)
+        self._lock = threading.RLock()
+        self._codec: Codec | None = None
+        self._semantic = None
+        self._perceptual: dict[str, PerceptualModel] = {}
+        self._voices = None
+
+    # ------------------------------------------------------------------ models
+    @property
+    def codec(self) -> Codec:
+        with self._lock:
+            if self._codec is None:
+                log.info("loading codec %s", self.config.codec.path)
+                self._codec = Codec.from_config(self.config.codec, device=self.device)
+            return self._codec
+
+    @property
+    def semantic(self):
+        with self._lock:
+            if self._semantic is None:
+                from engine.semantic.model import SemanticModel
+
+                log.info("loading semantic LLM %s", self.config.semantic.path)
+                cfg = self.config.semantic
+                device = cfg.device if cfg.device != "auto" else str(self.device)
+                self._semantic = SemanticModel.from_config(cfg, device=device)
+            return self._semantic
+
+    def perceptual(self, kind: str | None = None) -> PerceptualModel:
+        kind = kind or self.config.perceptual.kind
+        with self._lock:
+            if kind not in self._perceptual:
+                log.info("loading perceptual model (%s)", kind)
+                self._perceptual[kind] = load_perceptual(kind, self.config.perceptual, self.codec, self.device)
+            return self._perceptual[kind]
+
+    @property
+    def voices(self):
+        with self._lock:
+            if self._voices is None:
+                from engine.voices import VoiceLibrary
+
+                paths = self.config.paths
+                self._voices = VoiceLibrary(
+                    self.config.resolve_path(paths.voices_dir),
+                    codec_name=self.config.codec.name,
+                    bundled_dir=self.config.resolve_path(paths.bundled_voices_dir),
+                    prompt_seconds=self.config.perceptual.prompt_seconds,
+                )
+            return self._voices
+
+    def load(self, progress: Progress | None = None) -> None:
+        """Load every model the config uses now (instead of on first use)."""
+        steps = [("codec", lambda: self.codec), ("semantic LLM", lambda: self.semantic), ("perceptual model", lambda: self.perceptual())]
+        for i, (name, fn) in enumerate(steps):
+            if progress:
+                progress(i / len(steps), f"loading {name}")
+            fn()
+        if progress:
+            progress(1.0, "models loaded")
+
+    def status(self) -> list[ModelStatus]:
+        """What is configured, loaded, available; never downloads."""
+        from engine.cli.info import model_availability
+
+        rows = {role: (ok, msg) for role, ok, msg in model_availability(self.config)}
+        cfg = self.config
+        out = []
+
+        def add(role: str, name: str, source: str, model: object | None, dtype: str) -> None:
+            ok, msg = rows[role]
+            out.append(ModelStatus(role, name, source, model is not None, ok, str(self.device), dtype, msg))
+
+        add("codec", cfg.codec.name, cfg.codec.path, self._codec, cfg.codec.dtype)
+        sem = cfg.semantic
+        add("semantic", sem.family, sem.path, self._semantic, f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
+        kind = cfg.perceptual.kind
+        pc = getattr(cfg.perceptual, kind)
+        add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), self._perceptual.get(kind), "float32")
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _options(self, options: GenerationOptions | None) -> GenerationOptions:
+        return options or GenerationOptions()
+
+    def _sampling(self, options: GenerationOptions):
+        sampling = self.config.semantic.sampling
+        changes = {k: v for k, v in (("temperature", options.temperature), ("top_p", options.top_p), ("seed", options.seed)) if v is not None}
+        return replace(sampling, **changes)
+
+    def prompt(self, voice: Voice) -> Prompt:
+        """The voice prompt (codes + embeddings) from a library name or an audio clip."""
+        codec = self.codec
+        if isinstance(voice, str) and not _looks_like_path(voice):
+            codes = torch.as_tensor(self.voices.load_prompt(voice, codec)).long()  # [8, T]
+        else:
+            wav = load_audio(voice, max_seconds=self.config.pipeline.max_input_seconds)
+            wav = crop_prompt(wav, self.config.perceptual.prompt_seconds)
+            codes = codec.encode(wav).codes
+        max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
+        return Prompt.from_codes(codes[:, :max_frames], codec)
+
+    def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0) -> np.ndarray:
+        """RVQ-1 units -> waveform in the prompt's voice."""
+        if not units:
+            return np.zeros(0, dtype=np.float32)
+        codec = self.codec
+        bad = [u for u in units if not 0 <= u < codec.codebook_size]
+        if bad:
+            raise EngineError(f"{len(bad)} speech units are outside 0..{codec.codebook_size - 1}: the semantic model and the codec do not match")
+        model = self.perceptual(options.perceptual)
+        seed = None if options.seed is None else options.seed + seed_offset
+        tokens = torch.tensor(units, dtype=torch.long)
+        complete = model.generate(tokens, prompt, steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)  # [T, D]
+        return codec.decode(complete).numpy()
+
+    # ------------------------------------------------------------------ tasks
+    def tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
+        """Zero-shot text to speech: the text spoken in ``voice``."""
+        options = self._options(options)
+        if not text or not text.strip():
+            raise EngineError("there is no text to speak; type something first")
+        limit = self.config.pipeline.max_text_chars
+        if len(text) > limit:
+            raise EngineError(f"the text has {len(text)} characters; the limit is {limit} (pipeline.max_text_chars)")
+        clock = _Clock(self.device)
+        if progress:
+            progress(0.0, "preparing voice")
+        prompt = self.prompt(voice)
+        normalized = normalize_text(text)
+        chunks = split_sentences(normalized, max_chars=self.config.pipeline.chunk_chars) or [normalized]
+        sampling = self._sampling(options)
+        pieces: list[np.ndarray] = []
+        warnings: list[str] = []
+        for i, chunk in enumerate(chunks):
+            if progress:
+                progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
+            chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
+            units = self.semantic.speak(chunk, chunk_sampling)
+            if not units:
+                warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
+                continue
+            if progress:
+                progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
+            pieces.append(self._synthesize(units, prompt, options, seed_offset=i))
+            clock.mark_audio()
+        if not pieces:
+            raise EngineError("the semantic model produced no speech for this text; try another seed or rephrase")
+        wav = self._join(pieces)
+        if progress:
+            progress(1.0, "done")
+        return Result(wav, SAMPLE_RATE, clock.metrics(wav.size), text=normalized, warnings=warnings)
+
+    def convert(self, source: AudioSource, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
+        """Zero-shot voice conversion: what ``source`` says, in ``voice``; same length as the source."""
+        options = self._options(options)
+        clock = _Clock(self.device)
+        if progress:
+            progress(0.0, "reading source")
+        wav = load_audio(source, max_seconds=self.config.pipeline.max_input_seconds)
+        units = self.codec.encode(wav).semantic_tokens.tolist()
+        if progress:
+            progress(0.3, "preparing voice")
+        prompt = self.prompt(voice)
+        if progress:
+            progress(0.5, "generating")
+        out = self._synthesize(units, prompt, options)
+        clock.mark_audio()
+        if progress:
+            progress(1.0, "done")
+        return Result(out, SAMPLE_RATE, clock.metrics(out.size))
+
+    def new_conversation(self):
+        from engine.semantic.history import Conversation
+
+        return Conversation(max_tokens=self.config.semantic.max_context_tokens)
+
+    def chat(self, user: Union[str, AudioSource], voice: Voice, conversation=None, *, options: GenerationOptions | None = None) -> Iterator[ChatEvent]:
+        """One chat turn. ``user`` is typed text or speech; yields Transcript, TextDelta, AudioChunk
+        events as they are produced, then ChatDone. The conversation is updated in place."""
+        from engine.semantic import model as sm
+
+        options = self._options(options)
+        conversation = conversation if conversation is not None else self.new_conversation()
+        clock = _Clock(self.device)
+        if isinstance(user, str) and not _looks_like_path(user):
+            if not user.strip():
+                raise EngineError("say or type something first")
+            user_input: Union[str, list[int]] = user
+            yield Transcript(user)
+        else:
+            wav = load_audio(user, max_seconds=self.config.pipeline.max_input_seconds)
+            user_input = self.codec.encode(wav).semantic_tokens.tolist()
+        prompt = self.prompt(voice)
+        pieces: list[np.ndarray] = []
+        reply = None
+        for i, event in enumerate(self.semantic.stream_respond(conversation, user_input, self._sampling(options))):
+            if isinstance(event, sm.TranscriptDelta) and not isinstance(user_input, str):
+                yield Transcript(event.text)
+            elif isinstance(event, sm.TextDelta):
+                yield TextDelta(event.text)
+            elif isinstance(event, sm.UnitChunk):
+                audio = self._synthesize(event.units, prompt, options, seed_offset=i)
+                clock.mark_audio()
+                pieces.append(audio)
+                yield AudioChunk(audio, SAMPLE_RATE)
+            elif isinstance(event, sm.ReplyDone):
+                reply = event.reply
+        if reply is None:
+            raise EngineError("the semantic model stopped without a reply")
+        wav = self._join(pieces)
+        yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size), list(reply.warnings))
+
+    def _join(self, pieces: list[np.ndarray]) -> np.ndarray:
+        pieces = [p for p in pieces if p.size]
+        if not pieces:
+            return np.zeros(0, dtype=np.float32)
+        return crossfade_join(pieces, sample_rate=SAMPLE_RATE, fade_ms=self.config.pipeline.crossfade_ms).astype(np.float32)
+
+
+def _looks_like_path(text: str) -> bool:
+    """A voice/user string that names an existing audio file rather than a voice name or a message."""
+    from pathlib import Path
+
+    return len(text) < 4096 and "\n" not in text and Path(text).expanduser().is_file()
+
+
+def crop_prompt(wav: np.ndarray, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The first ``seconds`` of speech after leading silence (the whole clip if shorter)."""
+    if wav.size == 0:
+        raise AudioError("the voice clip is empty")
+    frame = sample_rate // 100
+    energy = np.sqrt(np.convolve(wav**2, np.ones(frame) / frame, mode="same"))
+    threshold = max(0.02 * float(energy.max()), 1e-4)
+    voiced = np.flatnonzero(energy > threshold)
+    start = max(int(voiced[0]) - frame * 5, 0) if voiced.size else 0
+    return wav[start : start + int(seconds * sample_rate)]

@@ -1,0 +1,11 @@
+import subprocess
+import sys
+
+
+def test_bench_perceptual_prints_table():
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "perceptual", "--profile", "tiny", "--sizes", "tiny", "--nfe", "1,2",
+                          "--target-seconds", "1", "--prompt-seconds", "0.5", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith("tiny")]
+    assert [r[2] for r in rows] == ["1", "2"]
+    assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
