@@ -331,10 +331,16 @@ class Engine:
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
         reply = None
+        heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
         for i, event in enumerate(self.semantic.stream_respond(conversation, user_input, self._sampling(options))):
-            if isinstance(event, sm.TranscriptDelta) and not isinstance(user_input, str):
-                yield Transcript(event.text)
-            elif isinstance(event, sm.TextDelta):
+            if isinstance(event, sm.TranscriptDelta):
+                if heard is not None:
+                    heard.append(event.text)
+                continue
+            if heard is not None:  # the transcript is complete once anything else arrives
+                yield Transcript("".join(heard).strip())
+                heard = None
+            if isinstance(event, sm.TextDelta):
                 yield TextDelta(event.text)
             elif isinstance(event, sm.UnitChunk):
                 audio = self._synthesize(event.units, prompt, options, seed_offset=i)

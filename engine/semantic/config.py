@@ -27,4 +27,5 @@ class SemanticConfig:
     device: str = "auto"
     max_context_tokens: int = 4096
     unit_chunk: int = 50  # stream reply units in chunks of this many frames (1 s)
+    max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
