@@ -271,6 +271,10 @@ class SemanticModel:
                     if not text.endswith("\ufffd") and len(text) > len(shown):
                         yield "text", (seg.name, text[len(shown):])
                         shown = text
+            if seg.name != "units":  # flush a character held back as incomplete
+                text = self.tokenizer.decode(slot_ids)
+                if len(text) > len(shown):
+                    yield "text", (seg.name, text[len(shown):])
             if not stopped:  # budget reached: close the slot ourselves so the reply stays well-formed
                 log.warning("semantic model: %s slot hit its token budget", seg.name)
                 logits = feed([next(iter(stops))])
