@@ -32,6 +32,9 @@ class SoundStormConfig:
     seed: int = 0
     steps: int = 8  # MaskGIT iterations for RVQ-2
     greedy: bool = True
+    temperature: float = 1.0  # sampling temperature when greedy is false
+    mode: str | None = None  # decoding variant: soundstorm | anygpt | speechgpt_gen (None: the model's own)
+    checkpoint_codec: str | None = None  # codec a public checkpoint was trained on (None: told by its path)
 
 
 @dataclass

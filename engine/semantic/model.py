@@ -288,10 +288,10 @@ class SemanticModel:
     def _sampling(self, sampling: SamplingConfig | None) -> SamplingConfig:
         return sampling or self.cfg.sampling
 
-    def stream_speak(self, text: str, sampling: SamplingConfig | None = None) -> Iterator[list[int]]:
+    def stream_speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> Iterator[list[int]]:
         """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk``."""
         chunk: list[int] = []
-        for kind, value in self._generate(self.family.tts_prompt(text), self.family.tts_scaffold(), self._sampling(sampling)):
+        for kind, value in self._generate(self.family.tts_prompt(text, instruction), self.family.tts_scaffold(), self._sampling(sampling)):
             if kind == "unit":
                 chunk.append(value)  # type: ignore[arg-type]
                 if len(chunk) >= self.cfg.unit_chunk:
@@ -300,8 +300,8 @@ class SemanticModel:
         if chunk:
             yield chunk
 
-    def speak(self, text: str, sampling: SamplingConfig | None = None) -> list[int]:
-        return [u for chunk in self.stream_speak(text, sampling) for u in chunk]
+    def speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> list[int]:
+        return [u for chunk in self.stream_speak(text, sampling, instruction) for u in chunk]
 
     def transcribe(self, units: list[int], sampling: SamplingConfig | None = None) -> str:
         """ASR: text for RVQ-1 units."""

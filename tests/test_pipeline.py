@@ -1,0 +1,94 @@
+"""Engine on the tiny profile: tts / convert / chat return consistent audio; errors are readable."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.audio import AudioError
+from engine.config import load_config
+from engine.errors import EngineError
+from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript
+from tests.audio_helpers import voiced
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voices")
+    cfg = load_config("tiny", overrides=[f"paths.voices_dir={root}"])
+    eng = Engine(cfg)
+    eng.voices.add("Tester", (22050, voiced(2.0, sr=22050, f0=180)), codec=eng.codec)
+    return eng
+
+
+def frames_ok(wav: np.ndarray) -> bool:
+    return wav.dtype == np.float32 and wav.ndim == 1 and wav.size > 0 and np.isfinite(wav).all()
+
+
+@pytest.mark.parametrize("text", ["Hello.", "It is 3:30 pm. The price is $5! Is that right? Yes, it is."])
+def test_tts_short_and_multi_sentence(engine, text):
+    r = engine.tts(text, "Tester", options=GenerationOptions(seed=0))
+    assert r.sample_rate == 16000 and frames_ok(r.wav)
+    assert r.metrics.audio_s == pytest.approx(r.wav.size / 16000)
+    assert r.metrics.rtf > 0 and r.metrics.first_audio_s <= r.metrics.total_s
+    again = engine.tts(text, "Tester", options=GenerationOptions(seed=0))
+    assert np.array_equal(again.wav, r.wav)  # same seed, same audio
+
+
+def test_convert_keeps_length(engine):
+    src = voiced(1.23, seed=4)
+    for kind in ("flow", "soundstorm"):
+        r = engine.convert((16000, src), "Tester", options=GenerationOptions(seed=1, perceptual=kind, steps=2))
+        assert r.sample_rate == 16000 and frames_ok(r.wav)
+        assert abs(r.wav.size - src.size) < 320
+
+
+def test_chat_typed_and_spoken(engine):
+    conv = engine.new_conversation()
+    events = list(engine.chat("hello there", "Tester", conv, options=GenerationOptions(seed=2)))
+    assert isinstance(events[0], Transcript) and events[0].text == "hello there"
+    done = events[-1]
+    assert isinstance(done, ChatDone) and frames_ok(done.wav) and done.sample_rate == 16000
+    chunks = [e.wav for e in events if isinstance(e, AudioChunk)]
+    assert chunks and sum(c.size for c in chunks) >= done.wav.size  # joined with cross-fades
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip() == done.text
+    spoken = list(engine.chat((16000, voiced(1.0, seed=9)), "Tester", conv, options=GenerationOptions(seed=3)))
+    assert isinstance(spoken[0], Transcript) and isinstance(spoken[-1], ChatDone)
+    assert len(conv) == 2
+
+
+def test_voice_from_clip_and_errors(engine):
+    r = engine.convert((16000, voiced(0.8)), (44100, voiced(1.5, sr=44100, f0=250)), options=GenerationOptions(seed=0))
+    assert frames_ok(r.wav)
+    with pytest.raises(AudioError):
+        engine.convert((16000, np.zeros(16000, dtype=np.int16)), "Tester")
+    with pytest.raises(EngineError, match="no voice named"):
+        engine.tts("hi", "Nobody")
+    with pytest.raises(EngineError, match="no text"):
+        engine.tts("   ", "Tester")
+    status = {s.role: s for s in engine.status()}
+    assert status["codec"].loaded and status["codec"].available and status["semantic"].loaded
+
+
+def test_tts_and_chat_cli(tmp_path):
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, voiced(2.0, f0=210), 16000)
+    out = tmp_path / "tts.wav"
+    run = subprocess.run([sys.executable, "-m", "engine", "tts", "--profile", "tiny", "--text", "Hello world. Second one.", "--voice", str(voice),
+                          "--out", str(out), "--seed", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    data, sr = sf.read(out)
+    assert sr == 16000 and data.size > 0
+    question = tmp_path / "q.wav"
+    sf.write(question, voiced(1.0, seed=5), 16000)
+    out2 = tmp_path / "reply.wav"
+    run = subprocess.run([sys.executable, "-m", "engine", "chat", "--profile", "tiny", "--input", str(question), "--voice", str(voice),
+                          "--out", str(out2), "--seed", "0"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "transcript:" in run.stdout and "reply text:" in run.stdout
+    assert sf.read(out2)[1] == 16000
+    run = subprocess.run([sys.executable, "-m", "engine", "tts", "--profile", "tiny", "--text", "x", "--voice", str(voice), "--out", str(out),
+                          "--perceptual", "soundstorm"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
