@@ -107,3 +107,97 @@ def test_save_load_roundtrip_and_codec_check(tmp_path):
         FlowModel.from_pretrained(tmp_path / "m", codec="hubert_avg")
     with pytest.raises(ModelUnavailableError, match="missing config.yaml, model.safetensors"):
         FlowModel.from_pretrained(tmp_path / "nothing")
+
+
+class PerFrameEstimator(torch.nn.Module):
+    """A backbone-free estimator: each frame's velocity depends on that frame's inputs only."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        torch.manual_seed(1)
+        self.w_x, self.w_c, self.w_s = (torch.nn.Linear(dim, dim) for _ in range(3))
+
+    def condition(self, context, semantic):
+        return self.w_c(context) + self.w_s(semantic)
+
+    def velocity(self, x, t, cond, mask):
+        return torch.tanh(self.w_x(x) + cond) * t[:, None, None]
+
+
+@pytest.mark.parametrize("chain", ["implicit", "explicit"])
+def test_loss_ignores_targets_on_prompt_and_padding_frames(chain):
+    """With a per-frame estimator, changing the target on prompt or padding frames leaves the loss
+    bit-identical, and changing it on one generated frame changes it (the wrapper's masking alone)."""
+    from engine.perceptual.cfm import ConditionalFlowMatching, FlowChain
+
+    cfm = ConditionalFlowMatching(PerFrameEstimator(8), FlowChain.named(chain)).eval()
+    z, zs = torch.randn(2, 20, 8), torch.randn(2, 20, 8)
+    lengths, prompts = torch.tensor([20, 15]), torch.tensor([6, 4])
+
+    def loss(target):
+        return float(cfm.loss(target, zs, lengths, generator=torch.Generator().manual_seed(3), prompt_lengths=prompts)[0].detach())
+
+    base = loss(z)
+    changed = z.clone()
+    changed[0, :6] += 5.0  # prompt frames of item 0
+    changed[1, :4] -= 3.0  # prompt frames of item 1
+    changed[1, 15:] = 100.0  # padding of item 1
+    assert loss(changed) == base
+    generated = z.clone()
+    generated[1, 9] += 1.0
+    assert loss(generated) != base
+
+
+def test_loss_unchanged_by_padding_content_with_the_conformer():
+    model = tiny("explicit")
+    z, zs = torch.randn(2, 24, 16), torch.randn(2, 24, 16)
+    lengths = torch.tensor([24, 17])
+    kw = dict(generator=torch.Generator().manual_seed(0), prompt_lengths=torch.tensor([5, 3]))
+    a = model.loss(z, zs, lengths, **kw)[0]
+    z2, zs2 = z.clone(), zs.clone()
+    z2[1, 17:], zs2[1, 17:] = torch.randn(7, 16) * 10, torch.randn(7, 16) * 10
+    kw["generator"] = torch.Generator().manual_seed(0)
+    b = model.loss(z2, zs2, lengths, **kw)[0]
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_generate_padded_matches_items():
+    model = tiny("explicit")
+    sem = torch.randn(3, 14, 16)
+    lengths = torch.tensor([14, 9, 11])
+    pc, ps = torch.randn(3, 6, 16), torch.randn(3, 6, 16)
+    p_len = torch.tensor([6, 0, 4])  # item 1 has no prompt
+    out, mask = model.generate_padded(sem, lengths, pc, ps, p_len, steps=3, seed=5)
+    assert out.shape == (3, 14, 16) and mask.sum(1).tolist() == [14, 9, 11]
+    assert float(out[~mask].abs().sum()) == 0.0
+    for i in range(3):
+        n, p = int(lengths[i]), int(p_len[i])
+        alone = model.generate([sem[i, :n]], [pc[i, :p]] if p else None, [ps[i, :p]] if p else None, steps=3, seed=5 + i)[0]
+        torch.testing.assert_close(out[i, :n], alone, atol=1e-5, rtol=0)
+
+
+def test_sinusoidal_time_option(tmp_path):
+    model = tiny(time_embedding="sinusoidal")
+    est = model.estimator
+    assert est.to_embed.in_features == 2 * 16  # no raw time channel
+    x, ctx = torch.randn(1, 10, 16), torch.randn(1, 10, 16)
+    v1, v2 = est(x, torch.tensor([0.1]), ctx), est(x, torch.tensor([0.7]), ctx)
+    assert not torch.allclose(v1, v2)  # the time reaches the network
+    model.save_pretrained(tmp_path / "s")
+    loaded = FlowModel.from_pretrained(tmp_path / "s", codec="tiny")
+    assert loaded.cfg.time_embedding == "sinusoidal"
+    torch.testing.assert_close(loaded.estimator(x, torch.tensor([0.7]), ctx), v2, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="time embedding"):
+        FlowModelConfig.preset("tiny", feature_dim=16, codec="tiny", time_embedding="learned")
+
+
+def test_presets_follow_the_paper_sizes():
+    """Appendix A: 1024 hidden, 16 heads, 4096 FFN; 6 / 12 / 24 layers. Built on the meta device."""
+    counts = {}
+    for size, depth in (("small", 6), ("base", 12), ("large", 24)):
+        cfg = FlowModelConfig.preset(size, feature_dim=1024, codec="x")
+        assert (cfg.backbone.dim, cfg.backbone.heads, cfg.backbone.dim * cfg.backbone.ff_mult, cfg.backbone.depth) == (1024, 16, 4096, depth)
+        with torch.device("meta"):
+            counts[size] = sum(p.numel() for p in FlowModel(cfg).parameters())
+    assert counts["base"] == 341_924_864  # same as the authors' full-size model (manifests.json)
+    assert counts["small"] < counts["base"] < counts["large"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from engine.errors import ModelUnavailableError
 from engine.perceptual.convert import convert_official_flow_state, flow_config_from_official, official_flow_from_state
 from engine.perceptual.flow_model import FlowModel
 
@@ -92,3 +93,27 @@ def test_full_size_manifest_converts():
     assert set(converted) == set(ours), (set(converted) ^ set(ours))
     assert all(tuple(converted[k].shape) == ours[k] for k in ours)
     assert sum(v.numel() for v in state.values()) == manifest["num_parameters"] == 341_924_864
+
+
+@pytest.mark.parametrize(
+    "keys, chain, semantic_input",
+    [
+        ({"start_from_cond": True, "explict": False, "concat_cond": False}, "implicit", False),
+        ({"start_from_cond": True, "explict": False, "concat_cond": True}, "implicit", True),
+        ({"start_from_cond": False, "explict": True, "concat_cond": False}, "explicit", True),  # the yaml's spelling
+        ({"start_from_cond": False, "explicit": True, "concat_cond": True}, "explicit", True),
+    ],
+)
+def test_official_variants_detected(cfm, keys, chain, semantic_input):
+    args = {k: v for k, v in cfm["config"].items() if k not in ("explict", "explicit", "start_from_cond", "concat_cond")}
+    cfg = flow_config_from_official({**args, **keys})
+    assert (cfg.chain, cfg.semantic_input, cfg.official_mode) == (chain, semantic_input, True)
+    assert cfg.backbone.dropout == 0.1 and cfg.time_embedding == "raw"
+
+
+def test_unsupported_official_variants_refused(cfm):
+    args = dict(cfm["config"])
+    with pytest.raises(ModelUnavailableError, match="neither the semantic prior"):
+        flow_config_from_official({**args, "start_from_cond": False, "explict": False})
+    with pytest.raises(ModelUnavailableError, match="only 'uconformer'"):
+        flow_config_from_official({**args, "backbone_type": "conformer"})

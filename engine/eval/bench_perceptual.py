@@ -1,5 +1,10 @@
 """Speed of the flow-matching perceptual model: time per call and real-time factor per size and NFE,
-for a 10 s target + 3 s prompt (random weights: speed does not depend on them)."""
+for a 10 s target + 3 s prompt (random weights: speed does not depend on them).
+
+RTF = seconds per call / seconds of target audio (below 1 is faster than real time). NFE is the
+number of network evaluations per call: with ``--solver euler`` one per step, with ``midpoint`` two.
+Rows whose estimated time exceeds ``--max-row-seconds`` are reported as skipped, not run.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +14,73 @@ import time
 import torch
 
 FRAME_RATE = 50
+FEATURE_DIM = 1024  # SpeechTokenizer embedding width
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="tiny,base", help="comma list of tiny, base, large")
+    parser.add_argument("--sizes", default="tiny,base", help="comma list of tiny, small, base, large")
     parser.add_argument("--nfe", default="1,2,4,8,16,32", help="comma list of function evaluations per call")
+    try:  # `python -m engine bench` already offers --device with its config options
+        parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, auto (default: the config's pipeline.device)")
+    except argparse.ArgumentError:
+        pass
     parser.add_argument("--solver", choices=["euler", "midpoint"], default="euler", help="euler: NFE = steps; midpoint: NFE = 2 x steps")
     parser.add_argument("--target-seconds", type=float, default=10.0)
     parser.add_argument("--prompt-seconds", type=float, default=3.0)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per row (the best one is reported)")
+    parser.add_argument("--max-row-seconds", type=float, default=0.0, help="skip rows estimated to take longer (0: run all)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="default: bf16 on CUDA, float32 on CPU")
 
 
 def run(args: argparse.Namespace, config) -> int:
+    """Print one row per size and NFE: parameters, seconds per call, real-time factor."""
     from engine.codec import resolve_device
-    from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+    from engine.perceptual.flow_model import SIZES, FlowModel, FlowModelConfig
 
-    device = resolve_device(config.pipeline.device)
+    device = resolve_device(getattr(args, "device", None) or config.pipeline.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    feature_dim = 1024
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise SystemExit(f"unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZES)}")
+    nfes = [int(n) for n in args.nfe.split(",") if n.strip()]
+    if args.solver == "midpoint" and any(n % 2 for n in nfes):
+        raise SystemExit("with --solver midpoint every NFE must be even (two evaluations per step)")
     t_frames, p_frames = int(args.target_seconds * FRAME_RATE), int(args.prompt_seconds * FRAME_RATE)
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
-          f"dtype {str(dtype).replace('torch.', '')}, {args.target_seconds:g} s target + {args.prompt_seconds:g} s prompt, solver {args.solver}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"device: {device} ({where}), dtype {str(dtype).replace('torch.', '')}, "
+          f"{args.target_seconds:g} s target + {args.prompt_seconds:g} s prompt, solver {args.solver}")
     print(f"{'size':6s} {'params':>8s} {'NFE':>4s} {'s/call':>9s} {'RTF':>8s}")
-    for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+    for size in sizes:
         torch.manual_seed(0)
-        model = FlowModel(FlowModelConfig.preset(size, feature_dim=feature_dim, codec="bench")).to(device, dtype).eval()
+        model = FlowModel(FlowModelConfig.preset(size, feature_dim=FEATURE_DIM, codec="bench")).to(device, dtype).eval()
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        sem = torch.randn(t_frames, feature_dim, device=device, dtype=dtype)
-        pc = torch.randn(p_frames, feature_dim, device=device, dtype=dtype)
-        ps = torch.randn(p_frames, feature_dim, device=device, dtype=dtype)
-        for nfe in [int(n) for n in args.nfe.split(",") if n.strip()]:
-            steps = nfe if args.solver == "euler" else max(nfe // 2, 1)
+        sem = torch.randn(t_frames, FEATURE_DIM)
+        pc = torch.randn(p_frames, FEATURE_DIM)
+        ps = torch.randn(p_frames, FEATURE_DIM)
+
+        def call(nfe: int) -> float:
+            steps = nfe if args.solver == "euler" else nfe // 2
+            _sync(device)
+            start = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                model.generate([sem], [pc], [ps], steps=steps, method=args.solver, seed=0)  # warm-up
-                _sync(device)
-                times = []
-                for _ in range(max(args.repeats, 1)):
-                    start = time.perf_counter()
-                    model.generate([sem], [pc], [ps], steps=steps, method=args.solver, seed=0)
-                    _sync(device)
-                    times.append(time.perf_counter() - start)
-            best = min(times)
+                model.generate([sem], [pc], [ps], steps=steps, method=args.solver, seed=0)
+            _sync(device)
+            return time.perf_counter() - start
+
+        call(min(nfes) if args.solver == "euler" else 2)  # warm-up (kernels, allocator)
+        per_nfe = None
+        for nfe in nfes:
+            if args.max_row_seconds > 0 and per_nfe is not None:
+                estimate = per_nfe * nfe * max(args.repeats, 1)
+                if estimate > args.max_row_seconds:
+                    print(f"{size:6s} {params:7.1f}M {nfe:4d}  skipped: ~{per_nfe * nfe:.1f} s/call estimated "
+                          f"(row > --max-row-seconds {args.max_row_seconds:g})", flush=True)
+                    continue
+            best = min(call(nfe) for _ in range(max(args.repeats, 1)))
+            per_nfe = best / nfe
             print(f"{size:6s} {params:7.1f}M {nfe:4d} {best:9.4f} {best / args.target_seconds:8.4f}", flush=True)
+        del model
     return 0
 
 

@@ -93,7 +93,9 @@ def flow_config_from_official(model_args: Mapping, codec: str = "snake"):
     kw = model_args.get("backbone_kwargs", {})
     if kw.get("adaptive_rmsnorm"):
         raise ModelUnavailableError("official models with adaptive_rmsnorm are not supported")
-    backbone = ConformerConfig(dim=int(kw["dim"]), depth=int(kw["depth"]), heads=int(kw["heads"]), unet=True)
+    # the official block has one dropout per sub-module (0.1 each in the published configs); ours has one
+    dropout = max(float(kw.get(k) or 0.0) for k in ("ff_dropout", "conv_dropout", "attn_dropout"))
+    backbone = ConformerConfig(dim=int(kw["dim"]), depth=int(kw["depth"]), heads=int(kw["heads"]), dropout=dropout, unet=True)
     start_from_cond = bool(model_args.get("start_from_cond", False))
     concat = bool(model_args.get("concat_cond", False))
     # the yaml spells it `explict`; the code reads `explicit` (it only changes the training target)
@@ -103,7 +105,10 @@ def flow_config_from_official(model_args: Mapping, codec: str = "snake"):
     elif explicit:
         chain = "explicit"
     else:
-        raise ModelUnavailableError("official model without semantic prior and without explicit target is not supported")
+        raise ModelUnavailableError(
+            "this official model has neither the semantic prior (start_from_cond) nor the explicit target "
+            "(explicit/explict): that variant is not supported; convert an implicit or explicit model"
+        )
     return FlowModelConfig(
         feature_dim=backbone.dim,
         backbone=backbone,

@@ -2,8 +2,10 @@
 
 Estimator input per frame (official layout): concat[x_t, (semantic,) context, t] -> Linear ->
 Conformer (U-Net skips) -> Linear (no bias) -> velocity. ``t`` is the raw flow time as one
-channel. The input projection is split so that the context/semantic part is computed once per
-generate call, not once per ODE step.
+channel (``time_embedding="raw"``, needed for official checkpoints) or, for our own models on
+request, a sinusoidal embedding through a small MLP added to every frame
+(``time_embedding="sinusoidal"``). The input projection is split so that the context/semantic
+part is computed once per generate call, not once per ODE step.
 
 Checkpoint format: ``config.yaml`` (FlowModelConfig) + ``model.safetensors``; a folder in the
 authors' format (``model_config.yml`` + ``ConditionalFlowMatcher_best_dev.pt``) is converted on
@@ -13,6 +15,7 @@ load (engine.perceptual.convert).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +29,9 @@ from engine.perceptual.conformer import Conformer, ConformerConfig
 from engine.perceptual.solvers import interpolate
 
 SIZES: dict[str, ConformerConfig] = {
-    # paper Appendix A: 12 layers, 1024 hidden, 16 heads, 4096 FFN (base); 24 layers (large)
+    # paper Appendix A: 1024 hidden, 16 heads, 4096 FFN; 6 (small), 12 (base), 24 (large) layers
     "tiny": ConformerConfig(dim=64, depth=4, heads=4, conv_kernel=31, unet=True),
+    "small": ConformerConfig(dim=1024, depth=6, heads=16, unet=True),
     "base": ConformerConfig(dim=1024, depth=12, heads=16, unet=True),
     "large": ConformerConfig(dim=1024, depth=24, heads=16, unet=True),
 }
@@ -46,7 +50,8 @@ class FlowModelConfig:
     max_prompt_frames: int = 300
     prompt_dropout: float = 0.0  # > 0 trains for classifier-free guidance on the prompt
     codec: str = "hubert_avg"  # the codec whose embeddings this model was trained on
-    official_mode: bool = False  # converted official model: explicit flag only changes training
+    official_mode: bool = False  # converted from the authors' format (informational)
+    time_embedding: str = "raw"  # raw: t as one input channel (official) | sinusoidal: embedding + MLP
 
     @property
     def semantic_input(self) -> bool:
@@ -60,6 +65,23 @@ class FlowModelConfig:
         backbone = dataclasses.replace(SIZES[size])
         return cls(feature_dim=feature_dim, backbone=backbone, codec=codec, **kwargs)
 
+    def __post_init__(self) -> None:
+        if self.chain not in ("implicit", "explicit"):
+            raise ValueError(f"unknown chain {self.chain!r}; use implicit or explicit")
+        if self.time_embedding not in ("raw", "sinusoidal"):
+            raise ValueError(f"unknown time embedding {self.time_embedding!r}; use raw or sinusoidal")
+
+
+TIME_FEATURES = 256  # width of the sinusoidal time features (time_embedding="sinusoidal")
+
+
+def sinusoidal_time(t: Tensor, width: int = TIME_FEATURES, scale: float = 1000.0) -> Tensor:
+    """t [B] in [0, 1] -> [B, width] sin/cos features of ``scale * t`` (log-spaced frequencies)."""
+    half = width // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = scale * t.float()[:, None] * freqs[None, :]  # [B, half]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
 
 class FlowEstimator(nn.Module):
     """Vector field v(x_t, t | context, semantic). Shapes [B, N, D]."""
@@ -69,16 +91,28 @@ class FlowEstimator(nn.Module):
         f, d = cfg.feature_dim, cfg.backbone.dim
         self.feature_dim = f
         self.semantic_input = cfg.semantic_input
-        self.to_embed = nn.Linear(f * (3 if self.semantic_input else 2) + 1, d)
+        self.raw_time = cfg.time_embedding == "raw"
+        blocks = 3 if self.semantic_input else 2
+        self.to_embed = nn.Linear(f * blocks + (1 if self.raw_time else 0), d)
+        if not self.raw_time:
+            self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, d), nn.SiLU(), nn.Linear(d, d))
         self.backbone = Conformer(cfg.backbone)
         self.to_pred = nn.Linear(d, f, bias=False)
 
-    def _columns(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-        """Split of to_embed's weight by input block: x, semantic, context, t."""
+    def _columns(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """Split of to_embed's weight by input block: x, semantic, context, raw t (or None)."""
         w, f = self.to_embed.weight, self.feature_dim
+        k = 3 if self.semantic_input else 2
+        w_t = w[:, k * f] if self.raw_time else None
         if self.semantic_input:
-            return w[:, :f], w[:, f : 2 * f], w[:, 2 * f : 3 * f], w[:, 3 * f]
-        return w[:, :f], None, w[:, f : 2 * f], w[:, 2 * f]
+            return w[:, :f], w[:, f : 2 * f], w[:, 2 * f : 3 * f], w_t
+        return w[:, :f], None, w[:, f : 2 * f], w_t
+
+    def time_term(self, t: Tensor) -> Tensor:
+        """Contribution of the flow time to the backbone input: t [B] -> [B, 1, dim]."""
+        if self.raw_time:
+            return t[:, None, None] * self._columns()[3]
+        return self.time_mlp(sinusoidal_time(t).to(self.to_embed.weight.dtype))[:, None, :]
 
     def condition(self, context: Tensor, semantic: Tensor | None) -> Tensor:
         """Projection of everything that stays fixed during one ODE solve -> [B, N, dim]."""
@@ -92,10 +126,10 @@ class FlowEstimator(nn.Module):
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
         """x [B, N, F], t [B] (or scalar) -> v [B, N, F]."""
-        w_x, _, _, w_t = self._columns()
+        w_x = self._columns()[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
-        h = F.linear(x, w_x) + cond + t[:, None, None] * w_t  # [B, N, dim]
+        h = F.linear(x, w_x) + cond + self.time_term(t)  # [B, N, dim]
         return self.to_pred(self.backbone(h, mask))
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor, semantic: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
@@ -155,14 +189,17 @@ class FlowModel(nn.Module):
         """Complete embeddings for a batch of targets.
 
         semantic: per item the target RVQ-1 embedding [T_i, F]; prompt_complete/prompt_semantic:
-        per item the voice prompt's complete and RVQ-1 embeddings [P_i, F] (or None). Items are laid
-        out as [prompt ; target ; padding]. Noise is drawn per item (seed + i), so an item gives the
-        same result alone or in a padded batch. Returns per item the complete embedding [T_i, F].
+        per item the voice prompt's complete and RVQ-1 embeddings [P_i, F] (or None, per item or
+        for the whole batch). Items are laid out as [prompt ; target ; padding] with a key padding
+        mask. Noise is drawn per item (seed + i), so an item gives the same result alone or in a
+        padded batch. Returns per item the complete embedding [T_i, F] (float32, CPU).
         """
         sem = _as_list(semantic)
         b = len(sem)
         pc = _as_list(prompt_complete) if prompt_complete is not None else [None] * b
         ps = _as_list(prompt_semantic) if prompt_semantic is not None else [None] * b
+        if len(pc) != b or len(ps) != b:
+            raise ValueError(f"{b} targets but {len(pc)} prompt complete and {len(ps)} prompt semantic embeddings")
         dev = self.feature_mean.device
         f = self.cfg.feature_dim
         p_len = [0 if p is None else p.shape[0] for p in pc]
@@ -193,6 +230,42 @@ class FlowModel(nn.Module):
             x1 = x1 + semantic_full
         out = self.denormalize(x1)
         return [out[i, p_len[i] : p_len[i] + t_len[i]].cpu() for i in range(b)]
+
+    @torch.no_grad()
+    def generate_padded(
+        self,
+        semantic: Tensor,
+        lengths: Tensor | None = None,
+        prompt_complete: Tensor | None = None,
+        prompt_semantic: Tensor | None = None,
+        prompt_lengths: Tensor | None = None,
+        **kwargs,
+    ) -> tuple[Tensor, Tensor]:
+        """Padded-batch form of :meth:`generate` (same keyword options).
+
+        semantic [B, T, F] with ``lengths`` [B] valid frames (None: all T); prompt_complete /
+        prompt_semantic [B, P, F] with ``prompt_lengths`` [B] (None: all P; 0: no prompt for
+        that item). Returns the complete embedding [B, T, F] (zeros on padding) and the mask
+        [B, T] (True = valid frame). Each item gives what it gives alone.
+        """
+        b, t_max, f = semantic.shape
+        t_len = [t_max] * b if lengths is None else [int(n) for n in lengths]
+        sem = [semantic[i, : t_len[i]] for i in range(b)]
+        pc = ps = None
+        if prompt_complete is not None:
+            if prompt_semantic is None:
+                raise ValueError("prompt_semantic is needed with prompt_complete")
+            p_max = prompt_complete.shape[1]
+            p_len = [p_max] * b if prompt_lengths is None else [int(n) for n in prompt_lengths]
+            pc = [prompt_complete[i, : p_len[i]] if p_len[i] else None for i in range(b)]
+            ps = [prompt_semantic[i, : p_len[i]] if p_len[i] else None for i in range(b)]
+        items = self.generate(sem, pc, ps, **kwargs)
+        out = torch.zeros(b, t_max, f, dtype=items[0].dtype)
+        mask = torch.zeros(b, t_max, dtype=torch.bool)
+        for i, item in enumerate(items):
+            out[i, : t_len[i]] = item
+            mask[i, : t_len[i]] = True
+        return out, mask
 
     @torch.no_grad()
     def trajectory(self, y0: Tensor, context: Tensor, semantic: Tensor, times: Tensor, step_size: float = 0.0625, method: str = "midpoint") -> Tensor:
