@@ -231,9 +231,11 @@ class Engine:
         if isinstance(voice, str) and not _looks_like_path(voice):
             codes = torch.as_tensor(self.voices.load_prompt(voice, codec)).long()  # [8, T]
         else:
+            from engine.voices import prepare_prompt_audio
+
             wav = load_audio(voice, max_seconds=self.config.pipeline.max_input_seconds)
-            wav = crop_prompt(wav, self.config.perceptual.prompt_seconds)
-            codes = codec.encode(wav).codes
+            # prepared exactly like a library voice: silence trimmed, the most speech-filled window
+            codes = codec.encode(prepare_prompt_audio(wav, self.config.perceptual.prompt_seconds)).codes
         max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
         return Prompt.from_codes(codes[:, :max_frames], codec)
 
@@ -265,7 +267,7 @@ class Engine:
             progress(0.0, "preparing voice")
         prompt = self.prompt(voice)
         normalized = normalize_text(text)
-        chunks = split_sentences(normalized, max_chars=self.config.pipeline.chunk_chars) or [normalized]
+        chunks = split_sentences(normalized, max_chars=self.config.pipeline.chunk_chars, min_chars=40) or [normalized]
         sampling = self._sampling(options)
         pieces: list[np.ndarray] = []
         warnings: list[str] = []
@@ -366,15 +368,3 @@ def _looks_like_path(text: str) -> bool:
     from pathlib import Path
 
     return len(text) < 4096 and "\n" not in text and Path(text).expanduser().is_file()
-
-
-def crop_prompt(wav: np.ndarray, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first ``seconds`` of speech after leading silence (the whole clip if shorter)."""
-    if wav.size == 0:
-        raise AudioError("the voice clip is empty")
-    frame = sample_rate // 100
-    energy = np.sqrt(np.convolve(wav**2, np.ones(frame) / frame, mode="same"))
-    threshold = max(0.02 * float(energy.max()), 1e-4)
-    voiced = np.flatnonzero(energy > threshold)
-    start = max(int(voiced[0]) - frame * 5, 0) if voiced.size else 0
-    return wav[start : start + int(seconds * sample_rate)]

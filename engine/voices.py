@@ -1,204 +1,479 @@
 """The voice library: named voice prompts shared by TTS, conversion, chat, the CLI and the UI.
 
-Each voice is a folder ``<root>/<name>/`` with ``voice.wav`` (16 kHz mono, trimmed and cropped
-to the prompt length), ``meta.json`` and ``codes-<codec>.npy`` (int16 [8, T], cached per codec:
-codes belong to the codec that made them). Adds and renames are atomic (built in a temporary
-folder inside the root, then renamed into place), so a failed add leaves nothing behind.
-Bundled voices (``assets/voices``) are read-only; their codes are cached in the user's root.
+Layout on disk (``root`` is the user's library, e.g. ``~/.cache/speechgpt-gen/voices``)::
+
+    <root>/<name>/voice.wav     16 kHz mono 16-bit PCM, silence trimmed, cropped to the prompt length
+    <root>/<name>/meta.json     name, created, duration, description, source, licence, codec, ...
+    <root>/<name>/codes.npy     int16 [8, T]: the codes of voice.wav made by codec ``meta["codec"]``
+    <root>/.bundled/<name>/     codes cache of a bundled voice (codes.npy + codes.json)
+
+Bundled voices live read-only in ``bundled_dir/<name>/voice.wav`` (+ ``meta.json``); they are
+listed with ``bundled=True``, cannot be renamed or deleted, and their codes are computed on first
+use and cached in the user's root (the bundled folder may be read-only).
+
+Codes belong to the codec that made them: ``load_prompt`` re-encodes whenever the cached codes
+were made by a codec of another name (or, for bundled voices, from other audio or another prompt
+length).
+
+Prompt preparation (``prepare_prompt_audio``): trim leading/trailing silence (10 ms frames,
+energy relative to the loudest frame), then, when the clip is longer than the prompt length, keep
+the window of that length that holds the most speech frames (the earliest such window, so a clip
+of continuous speech keeps its beginning), and scale it to a peak of 0.9.
+
+Changes are atomic: a new voice is built in a temporary folder inside ``root`` and renamed into
+place, so a failed add (bad audio, encoder error, full disk) leaves nothing behind; deletes move
+the folder aside before removing it. Mutations hold a thread lock and, on POSIX, a file lock on
+``<root>/.lock`` so the UI and the CLI can share one library.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, save_wav
 from engine.errors import EngineError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,63}")
+# device names that Windows refuses as file names; refused everywhere so a library can be copied
+RESERVED_NAMES = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
+MIN_PROMPT_SECONDS = 0.5
+MAX_SOURCE_SECONDS = 600.0  # longer uploads are refused before any work (a prompt needs seconds)
+STALE_TEMP_SECONDS = 3600.0  # leftovers of a crashed add/delete older than this are removed
+WAV, META, CODES = "voice.wav", "meta.json", "codes.npy"
+BUNDLED_CACHE = ".bundled"
 
 
 class VoiceError(EngineError, ValueError):
-    """A voice library operation that cannot be done; the message says why."""
+    """A voice library operation that cannot be done; the message says why and what to do."""
 
 
 @dataclass
 class Voice:
+    """One library entry (what ``list``/``get`` return)."""
+
     name: str
-    duration: float
+    duration: float  # seconds of audio in voice.wav
     description: str = ""
-    source: str = ""
+    source: str = ""  # where the audio came from
     licence: str = ""
-    created: float = 0.0
+    created: str = ""  # ISO 8601, UTC
     bundled: bool = False
-    path: str = ""
+    path: str = ""  # the voice's folder
+    codec: str = ""  # the codec whose codes are cached ("" = none yet)
+    transcript: str = ""  # what is said in voice.wav, when known
 
 
-def check_name(name: str) -> str:
-    """A safe voice name: letters, digits, space, '-' and '_', 1-64 characters, not starting with
-    a separator; no path tricks."""
-    name = (name or "").strip()
-    if not NAME_RE.match(name) or ".." in name:
+def check_name(name: object) -> str:
+    """Return the cleaned (stripped) name, or raise VoiceError when it is not a safe voice name.
+
+    Safe: 1-64 characters, letters, digits, spaces, '-' and '_', starting with a letter or digit
+    (so no leading dot or dash, no path separators, no '..'), and not a reserved device name."""
+    if not isinstance(name, str):
+        raise VoiceError(f"a voice name must be text, got {type(name).__name__}")
+    clean = name.strip()
+    if not NAME_RE.fullmatch(clean):
+        shown = clean if len(clean) <= 80 else clean[:77] + "..."
         raise VoiceError(
-            f"invalid voice name {name!r}: use 1-64 letters, digits, spaces, '-' or '_' (starting with a letter or digit)"
+            f"invalid voice name {shown!r}: use 1-64 characters (letters, digits, spaces, '-' or '_'), "
+            "starting with a letter or digit; no dots, slashes or other symbols"
         )
-    return name
+    if clean.lower() in RESERVED_NAMES:
+        raise VoiceError(f"{clean!r} is a reserved device name on some systems; choose another voice name")
+    return clean
+
+
+def _frame_rms(wav: np.ndarray, frame: int) -> np.ndarray:
+    n = len(wav) // frame
+    return np.sqrt(np.mean(wav[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1) + 1e-12)
 
 
 def trim_silence(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, threshold_db: float = -40.0, pad_ms: float = 50.0) -> np.ndarray:
-    """Cut leading/trailing audio quieter than ``threshold_db`` below the peak (10 ms frames)."""
+    """Cut leading/trailing audio whose 10 ms frames are ``threshold_db`` below the loudest frame,
+    keeping ``pad_ms`` of margin. Returns the clip unchanged when it is shorter than a frame."""
     frame = sample_rate // 100
-    n = len(wav) // frame
-    if n == 0:
+    rms = _frame_rms(wav, frame)
+    if rms.size == 0:
         return wav
-    rms = np.sqrt(np.mean(wav[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(rms / (rms.max() + 1e-12)) > threshold_db)
-    if loud.size == 0:
-        return wav
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
     pad = int(pad_ms / 1000 * sample_rate)
-    return wav[max(loud[0] * frame - pad, 0) : min((loud[-1] + 1) * frame + pad, len(wav))]
+    return wav[max(int(loud[0]) * frame - pad, 0) : min((int(loud[-1]) + 1) * frame + pad, len(wav))]
+
+
+def prepare_prompt_audio(wav: np.ndarray, seconds: float, sample_rate: int = SAMPLE_RATE, peak: float = 0.9) -> np.ndarray:
+    """Trim silence, keep the ``seconds``-long window with the most speech, normalise the peak.
+
+    Raises AudioError when less than ``MIN_PROMPT_SECONDS`` of sound is left."""
+    wav = trim_silence(np.asarray(wav, dtype=np.float32), sample_rate)
+    size = int(round(seconds * sample_rate))
+    if len(wav) > size:
+        frame = sample_rate // 100
+        rms = _frame_rms(wav, frame)
+        active = (20 * np.log10(rms / rms.max()) > -35.0).astype(np.int64)  # [F]
+        span = size // frame
+        counts = np.convolve(active, np.ones(span, dtype=np.int64), mode="valid")  # speech frames per window
+        start = int(np.argmax(counts)) * frame  # argmax = the earliest best window
+        wav = wav[start : start + size]
+    if len(wav) < MIN_PROMPT_SECONDS * sample_rate:
+        raise AudioError(
+            f"the voice clip has only {len(wav) / sample_rate:.2f} s of sound after trimming silence; "
+            f"record at least 1 s of speech ({seconds:g} s is best)"
+        )
+    top = float(np.max(np.abs(wav)))
+    if top > 0:
+        wav = wav * min(peak / top, 10.0)  # at most +20 dB
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_codes(path: Path, codes: np.ndarray) -> None:
+    """Save codes [n_q, T] as int16 (int32 if a codebook is larger) atomically."""
+    dtype = np.int16 if codes.size == 0 or int(codes.max()) <= np.iinfo(np.int16).max else np.int32
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npy")
+    try:
+        np.save(tmp, codes.astype(dtype))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_codes(path: Path, codec) -> np.ndarray | None:
+    """Cached codes [n_q, T] when the file is readable and fits ``codec``; None otherwise."""
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    n_q = int(getattr(codec, "n_q", codes.shape[0] if codes.ndim == 2 else -1))
+    size = int(getattr(codec, "codebook_size", 1 << 15))
+    if codes.ndim != 2 or codes.shape[0] != n_q or codes.shape[1] == 0 or codes.min() < 0 or codes.max() >= size:
+        return None
+    return codes
+
+
+def _describe_source(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"file {Path(source).name}"
+    if isinstance(source, (bytes, bytearray)):
+        return "uploaded audio"
+    if isinstance(source, tuple):
+        return "recording"
+    return "audio samples"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class VoiceLibrary:
+    """Named voice prompts on disk. Cheap to construct: nothing is read or written until used."""
+
     def __init__(self, root: str | Path, codec_name: str, bundled_dir: str | Path | None = None, prompt_seconds: float = 3.0):
+        if prompt_seconds < MIN_PROMPT_SECONDS:
+            raise VoiceError(f"prompt_seconds must be at least {MIN_PROMPT_SECONDS} s, got {prompt_seconds}")
         self.root = Path(root).expanduser()
         self.codec_name = codec_name
-        self.bundled_dir = Path(bundled_dir) if bundled_dir else None
-        self.prompt_seconds = prompt_seconds
+        self.bundled_dir = Path(bundled_dir).expanduser() if bundled_dir else None
+        self.prompt_seconds = float(prompt_seconds)
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ locking, housekeeping
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Thread lock + (POSIX) an exclusive file lock on <root>/.lock for mutations."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                import fcntl
+            except ImportError:  # Windows: the thread lock only
+                yield
+                return
+            with open(self.root / ".lock", "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_stale(self) -> None:
+        """Remove leftovers of a crashed add/delete (hidden temp folders older than an hour)."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for p in self.root.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < cutoff:
+                    shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".trash-*"):
+            shutil.rmtree(p, ignore_errors=True)
 
     # ------------------------------------------------------------------ lookup
-    def _user_dir(self, name: str) -> Path:
-        return self.root / check_name(name)
+    def _user_folders(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if not p.name.startswith(".") and p.is_dir() and (p / WAV).is_file()]
+        return sorted(found, key=lambda p: p.name.lower())
 
-    def _find(self, name: str) -> tuple[Path, bool]:
-        name = check_name(name)
-        for folder in self._folders():
-            if folder[0].name.lower() == name.lower():
-                return folder
-        raise VoiceError(f"no voice named {name!r}; add one first (available: {', '.join(v.name for v in self.list()) or 'none'})")
+    def _bundled_folders(self) -> list[Path]:
+        if not self.bundled_dir or not self.bundled_dir.is_dir():
+            return []
+        found = [p for p in self.bundled_dir.iterdir() if NAME_RE.fullmatch(p.name) and p.is_dir() and (p / WAV).is_file()]
+        return sorted(found, key=lambda p: p.name.lower())
 
     def _folders(self) -> list[tuple[Path, bool]]:
-        found: list[tuple[Path, bool]] = []
-        if self.root.is_dir():
-            found += [(p, False) for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith(".") and (p / "voice.wav").is_file()]
-        if self.bundled_dir and self.bundled_dir.is_dir():
-            user = {p.name.lower() for p, _ in found}
-            found += [(p, True) for p in sorted(self.bundled_dir.iterdir()) if p.is_dir() and (p / "voice.wav").is_file() and p.name.lower() not in user]
+        """(folder, bundled) of every voice: the user's first, then bundled ones not shadowed."""
+        user = self._user_folders()
+        taken = {p.name.lower() for p in user}
+        return [(p, False) for p in user] + [(p, True) for p in self._bundled_folders() if p.name.lower() not in taken]
+
+    def _lookup(self, name: str) -> tuple[Path, bool] | None:
+        key = check_name(name).lower()
+        for folder, bundled in self._folders():
+            if folder.name.lower() == key:
+                return folder, bundled
+        return None
+
+    def _find(self, name: str) -> tuple[Path, bool]:
+        found = self._lookup(name)
+        if found is None:
+            available = ", ".join(self.names()) or "none yet"
+            raise VoiceError(f"no voice named {name.strip()!r} (available: {available}); add it first or pick another")
         return found
 
     def _voice(self, folder: Path, bundled: bool) -> Voice:
-        meta = {}
-        if (folder / "meta.json").is_file():
-            try:
-                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                meta = {}
-        if "duration" not in meta:
+        meta = _read_json(folder / META)
+        duration = meta.get("duration")
+        if not isinstance(duration, (int, float)):
             import soundfile as sf
 
-            meta["duration"] = sf.info(str(folder / "voice.wav")).duration
+            try:
+                duration = sf.info(str(folder / WAV)).duration
+            except RuntimeError:
+                duration = 0.0
+        created = meta.get("created", "")
+        if isinstance(created, (int, float)):  # older libraries stored a POSIX time
+            created = datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        codec = ""
+        if bundled:
+            cache = _read_json(self.root / BUNDLED_CACHE / folder.name / "codes.json")
+            codec = str(cache.get("codec", "")) if (self.root / BUNDLED_CACHE / folder.name / CODES).is_file() else ""
+        elif (folder / CODES).is_file():
+            codec = str(meta.get("codec") or "")
         return Voice(
-            name=folder.name, duration=float(meta.get("duration", 0.0)), description=meta.get("description", ""),
-            source=meta.get("source", ""), licence=meta.get("licence", ""), created=float(meta.get("created", 0.0)),
-            bundled=bundled, path=str(folder),
+            name=folder.name,
+            duration=float(duration),
+            description=str(meta.get("description", "")),
+            source=str(meta.get("source", "")),
+            licence=str(meta.get("licence", "")),
+            created=str(created),
+            bundled=bundled,
+            path=str(folder),
+            codec=codec,
+            transcript=str(meta.get("transcript", "")),
         )
 
     def list(self) -> list[Voice]:
+        """Every voice: the user's (sorted by name), then the bundled ones."""
         return [self._voice(p, b) for p, b in self._folders()]
 
     def names(self) -> list[str]:
-        return [v.name for v in self.list()]
+        return [p.name for p, _ in self._folders()]
 
     def get(self, name: str) -> Voice:
+        """The voice called ``name`` (case-insensitive); VoiceError if there is none."""
         return self._voice(*self._find(name))
 
     def exists(self, name: str) -> bool:
         try:
-            self._find(name)
-            return True
+            return self._lookup(name) is not None
         except VoiceError:
             return False
 
     # ------------------------------------------------------------------ changes
-    def add(self, name: str, audio: AudioSource, *, codec=None, description: str = "", source: str = "", licence: str = "", overwrite: bool = False) -> Voice:
-        """Trim silence, crop to the prompt length (the first seconds after the leading silence),
-        store audio + metadata (+ codes when a codec is given). Atomic."""
+    def add(
+        self,
+        name: str,
+        audio_source: AudioSource,
+        *,
+        codec=None,
+        description: str = "",
+        source: str | None = None,
+        licence: str = "provided by the user",
+        transcript: str = "",
+        overwrite: bool = False,
+    ) -> Voice:
+        """Add a voice from any audio ``load_audio`` accepts: trim silence, keep the
+        ``prompt_seconds`` window with the most speech, store it (and its codes when ``codec`` is
+        given; otherwise they are made on first ``load_prompt``). Atomic: on any error nothing is
+        left behind and an overwritten voice is kept as it was."""
         name = check_name(name)
-        if self.exists(name):
-            folder, bundled = self._find(name)
-            if bundled or not overwrite:
-                raise VoiceError(f"a voice named {name!r} already exists{' (bundled)' if bundled else ''}; choose another name")
-        wav = trim_silence(load_audio(audio))
-        wav = wav[: int(self.prompt_seconds * SAMPLE_RATE)]
-        if len(wav) < SAMPLE_RATE // 2:
-            raise AudioError(f"the voice clip has only {len(wav) / SAMPLE_RATE:.2f} s of sound; give at least 1 s (3 s is best)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=self.root))
-        try:
-            save_wav(tmp / "voice.wav", wav)
-            meta = {"name": name, "duration": len(wav) / SAMPLE_RATE, "description": description, "source": source,
-                    "licence": licence, "created": time.time(), "codec": self.codec_name}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-            if codec is not None:
-                np.save(tmp / f"codes-{codec.name}.npy", codec.encode(load_audio(tmp / "voice.wav")).codes.numpy().astype(np.int16))
-            target = self.root / name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        existing = self._lookup(name)
+        if existing is not None:
+            if existing[1]:
+                raise VoiceError(f"{existing[0].name!r} is a bundled voice; choose another name for yours")
+            if not overwrite:
+                raise VoiceError(f"a voice named {existing[0].name!r} already exists; choose another name or overwrite it")
+        wav = prepare_prompt_audio(load_audio(audio_source, max_seconds=MAX_SOURCE_SECONDS), self.prompt_seconds)
+        with self._locked():
+            self._remove_stale()
+            existing = self._lookup(name)  # again, under the lock
+            if existing is not None and not overwrite:
+                raise VoiceError(f"a voice named {existing[0].name!r} already exists; choose another name or overwrite it")
+            if existing is not None and existing[1]:
+                raise VoiceError(f"{existing[0].name!r} is a bundled voice; choose another name for yours")
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-add-", dir=self.root))
+            trash: Path | None = None
+            try:
+                save_wav(tmp / WAV, wav)
+                meta: dict[str, Any] = {
+                    "name": name,
+                    "created": _now_iso(),
+                    "duration": round(len(wav) / SAMPLE_RATE, 4),
+                    "sample_rate": SAMPLE_RATE,
+                    "description": description,
+                    "source": _describe_source(audio_source) if source is None else source,
+                    "licence": licence,
+                    "transcript": transcript,
+                    "codec": None,
+                }
+                if codec is not None:
+                    # encode what was stored (16-bit), so cached and re-made codes agree
+                    codes = codec.encode(load_audio(tmp / WAV)).codes
+                    _save_codes(tmp / CODES, np.asarray(codes.cpu() if hasattr(codes, "cpu") else codes))
+                    meta["codec"] = codec.name
+                _write_json(tmp / META, meta)
+                if existing is not None:  # overwrite: move the old one aside, restore it on failure
+                    trash = self.root / f".trash-{uuid.uuid4().hex}"
+                    os.replace(existing[0], trash)
+                try:
+                    os.replace(tmp, self.root / name)
+                except BaseException:
+                    if trash is not None:
+                        os.replace(trash, existing[0])
+                        trash = None
+                    raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            finally:
+                if trash is not None:
+                    shutil.rmtree(trash, ignore_errors=True)
         return self.get(name)
 
     def rename(self, old: str, new: str) -> Voice:
-        folder, bundled = self._find(old)
+        """Rename a user voice (a case-only change is allowed). Bundled voices cannot be renamed."""
         new = check_name(new)
-        if bundled:
-            raise VoiceError(f"{old!r} is a bundled voice and cannot be renamed; add a copy under a new name instead")
-        if self.exists(new) and new.lower() != old.lower():
-            raise VoiceError(f"a voice named {new!r} already exists")
-        os.replace(folder, self.root / new)
-        meta_path = self.root / new / "meta.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        with self._locked():
+            folder, bundled = self._find(old)
+            if bundled:
+                raise VoiceError(f"{folder.name!r} is a bundled voice and cannot be renamed; add a copy under a new name instead")
+            clash = self._lookup(new)
+            if clash is not None and clash[0] != folder:
+                raise VoiceError(f"a voice named {clash[0].name!r} already exists; choose another name")
+            target = self.root / new
+            if folder != target:
+                os.replace(folder, target)
+            meta = _read_json(target / META)
             meta["name"] = new
-            meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            _write_json(target / META, meta)
         return self.get(new)
 
     def delete(self, name: str) -> None:
-        folder, bundled = self._find(name)
-        if bundled:
-            raise VoiceError(f"{name!r} is a bundled voice and cannot be deleted")
-        trash = self.root / f".del-{folder.name}-{os.getpid()}"
-        os.replace(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        """Delete a user voice. Bundled voices cannot be deleted."""
+        with self._locked():
+            folder, bundled = self._find(name)
+            if bundled:
+                raise VoiceError(f"{folder.name!r} is a bundled voice and cannot be deleted")
+            trash = self.root / f".trash-{uuid.uuid4().hex}"
+            os.replace(folder, trash)  # atomic: the voice is gone from listings at once
+            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(self.root / BUNDLED_CACHE / folder.name, ignore_errors=True)
 
     def preview(self, name: str) -> tuple[int, np.ndarray]:
+        """(sample_rate, float32 samples) of the voice's stored clip, for playback."""
         folder, _ = self._find(name)
-        return SAMPLE_RATE, load_audio(folder / "voice.wav")
+        return SAMPLE_RATE, load_audio(folder / WAV, allow_silence=True)
 
-    def load_prompt(self, name: str, codec) -> np.ndarray:
-        """The voice's codes [8, T] for ``codec`` (encoded and cached on first use per codec)."""
+    def load_prompt(self, name: str, codec):
+        """The voice's codes, a LongTensor [n_q, T], made by ``codec``.
+
+        Cached codes are used when ``codec.name`` made them; otherwise voice.wav is encoded again
+        and the cache replaced. Bundled voices are cropped to ``prompt_seconds`` first and cached
+        under ``<root>/.bundled/<name>/``."""
+        import torch
+
         folder, bundled = self._find(name)
-        cache_dir = (self.root / ".cache" / folder.name) if bundled else folder
-        cached = cache_dir / f"codes-{codec.name}.npy"
-        if cached.is_file():
-            return np.load(cached).astype(np.int64)
-        codes = codec.encode(load_audio(folder / "voice.wav")).codes.numpy()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".codes-{codec.name}.{os.getpid()}.npy"
-        np.save(tmp, codes.astype(np.int16))
-        os.replace(tmp, cached)
-        return codes.astype(np.int64)
+        if bundled:
+            return torch.from_numpy(self._bundled_codes(folder, codec).astype(np.int64))
+        meta = _read_json(folder / META)
+        if meta.get("codec") == codec.name:
+            codes = _load_codes(folder / CODES, codec)
+            if codes is not None:
+                return torch.from_numpy(codes.astype(np.int64))
+        codes = self._encode(codec, load_audio(folder / WAV, allow_silence=True))
+        with self._locked():
+            if folder.is_dir():  # not deleted or renamed meanwhile
+                _save_codes(folder / CODES, codes)
+                meta = _read_json(folder / META)
+                meta["codec"] = codec.name
+                _write_json(folder / META, meta)
+        return torch.from_numpy(codes.astype(np.int64))
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _encode(codec, wav: np.ndarray) -> np.ndarray:
+        codes = codec.encode(wav).codes  # [n_q, T]
+        return np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes).astype(np.int64)
+
+    def _bundled_codes(self, folder: Path, codec) -> np.ndarray:
+        cache = self.root / BUNDLED_CACHE / folder.name
+        key = {"codec": codec.name, "wav_sha256": _sha256(folder / WAV), "prompt_seconds": self.prompt_seconds}
+        info = _read_json(cache / "codes.json")
+        if all(info.get(k) == v for k, v in key.items()):
+            codes = _load_codes(cache / CODES, codec)
+            if codes is not None:
+                return codes
+        wav = prepare_prompt_audio(load_audio(folder / WAV, allow_silence=True), self.prompt_seconds)
+        codes = self._encode(codec, wav)
+        with self._locked():
+            cache.mkdir(parents=True, exist_ok=True)
+            _save_codes(cache / CODES, codes)
+            _write_json(cache / "codes.json", key)
+        return codes
 
 
-def voice_dict(v: Voice) -> dict:
+def voice_dict(v: Voice) -> dict[str, Any]:
+    """A voice as a plain dict (JSON, UI tables)."""
     return asdict(v)

@@ -31,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from engine.config import from_dict, load_config, merge, parse_override, read_yaml, to_dict
+    from engine.errors import ConfigError
     from engine.train.train_soundstorm import SoundStormTrainConfig, data_codec, train_soundstorm
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not os.path.isfile(os.path.join(args.data, "index.jsonl")):
+        raise ConfigError(f"{args.data} holds no index.jsonl: extract codes first with `python -m engine extract`")
     file_data = read_yaml(args.config) if args.config else {}
     size = args.size or file_data.get("model", {}).get("size") or "base"
     data = merge(to_dict(SoundStormTrainConfig.preset(size)), file_data)
@@ -51,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     codebooks = None
     if run.model.init_from_codec and not run.model.init_from and not args.no_codec and not args.resume:
         if codec_name != app.codec.name:
-            raise SystemExit(f"error: {args.data} holds codes of the {codec_name!r} codec but the profile's codec is "
-                             f"{app.codec.name!r}; pass the matching --profile/--set codec.* or --no-codec")
+            raise ConfigError(f"{args.data} holds codes of the {codec_name!r} codec but the profile's codec is "
+                              f"{app.codec.name!r}; pass the matching --profile/--set codec.* or --no-codec")
         from engine.codec import Codec
 
         codebooks = Codec.from_config(app.codec, device="cpu").codebooks()

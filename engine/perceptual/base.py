@@ -7,7 +7,6 @@ generates RVQ-2..8 codes, which the codec's codebooks turn into the same represe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +17,6 @@ from engine.codec import Codec
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.config import FlowConfig, PerceptualConfig, SoundStormConfig
 from engine.perceptual.flow_model import FlowModel, FlowModelConfig
-from engine.perceptual.soundstorm import SIZES as SOUNDSTORM_SIZES
 from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 
 
@@ -114,16 +112,17 @@ class SoundStormPerceptual:
     def __init__(self, cfg: SoundStormConfig, codec: Codec, device: torch.device):
         self.cfg, self.codec = cfg, codec
         if cfg.random_init:
-            mcfg = SoundStormModelConfig(backbone=dataclasses.replace(SOUNDSTORM_SIZES[cfg.size]), codec=codec.name)
+            mcfg = SoundStormModelConfig.preset(cfg.size, codec=codec.name)
             self.model = _seeded(cfg.seed, lambda: SoundStorm(mcfg)).to(device).eval()
         else:
             if not cfg.path:
                 raise ModelUnavailableError("no SoundStorm checkpoint configured: set perceptual.soundstorm.path")
-            self.model = SoundStorm.from_pretrained(cfg.path, cfg.filename, codec=codec.name, device=device)
+            self.model = SoundStorm.from_pretrained(cfg.path, cfg.filename, codec=codec.name, device=device, checkpoint_codec=cfg.checkpoint_codec)
 
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
         codes = self.model.generate(
-            tokens[None], prompt.codes.t()[None], steps=steps or self.cfg.steps, greedy=self.cfg.greedy, seed=seed
+            tokens[None], prompt.codes.t()[None], steps=steps or self.cfg.steps, greedy=self.cfg.greedy,
+            temperature=self.cfg.temperature, mode=self.cfg.mode, seed=seed,
         )  # [1, T, 8]
         return self.codec.embed(codes[0].t())  # [T, D]
 

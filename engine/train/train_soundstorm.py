@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from engine.errors import ConfigError
 from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 from engine.train.codes_data import CodesDataset, LengthBucketSampler, collate_codes, read_meta, split_ids
 from engine.train.trainer import TrainConfig, Trainer
@@ -54,7 +55,7 @@ def data_codec(data_dir: str | Path, fallback: str | None) -> str:
     """The codec name recorded by ``extract`` in the data folder (``fallback`` when absent)."""
     name = read_meta(data_dir).get("codec") or fallback
     if not name:
-        raise ValueError(f"{data_dir}/meta.json names no codec; pass the app profile whose codec extracted the data")
+        raise ConfigError(f"{data_dir}/meta.json names no codec; pass the app profile whose codec extracted the data")
     return str(name)
 
 
@@ -96,12 +97,12 @@ def train_soundstorm(
     ``codebooks`` [8, C, D]: the codec's codebooks for ``init_from_codec``."""
     name = data_codec(data_dir, codec_name)
     if codec_name is not None and name != codec_name:
-        raise ValueError(f"{data_dir} was extracted with the {name!r} codec but training uses {codec_name!r}")
+        raise ConfigError(f"{data_dir} was extracted with the {name!r} codec but training uses {codec_name!r}")
     tc = run.train
     train_ids, valid_ids = split_ids(data_dir, tc.valid_fraction, tc.seed)
     train_set = CodesDataset(data_dir, train_ids, min_frames=2, max_frames=tc.max_frames)
     if not len(train_set):
-        raise ValueError(f"no training utterances of at least 2 frames in {data_dir}")
+        raise ConfigError(f"no training utterances of at least 2 frames in {data_dir}")
     sampler = LengthBucketSampler(train_set.lengths(), tc.batch_frames, seed=tc.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_codes, num_workers=tc.num_workers)
     valid_loader = None
