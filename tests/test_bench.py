@@ -9,3 +9,12 @@ def test_bench_perceptual_prints_table():
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith("tiny")]
     assert [r[2] for r in rows] == ["1", "2"]
     assert all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
+
+
+def test_bench_e2e_prints_all_tasks(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "e2e", "--profile", "tiny", "--voice", "flite-slt", "--repeats", "1",
+                          "--text", "Hello there.", "--set", f"paths.voices_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines() if line.split() and line.split()[0] in ("tts", "convert", "chat")}
+    assert set(rows) == {"tts", "convert", "chat"}
+    assert all(float(r[2]) > 0 for r in rows.values())
