@@ -1,0 +1,142 @@
+"""Hands-free talking: split a stream of microphone audio into utterances with WebRTC VAD.
+
+Audio arrives in chunks of any size and rate; it is resampled to 16 kHz and judged in 30 ms
+frames. An utterance starts after ``start_frames`` voiced frames (with ``preroll_ms`` of audio kept
+from before), and ends after ``pause_ms`` of silence, or when it reaches ``max_seconds``.
+Utterances shorter than ``min_speech_ms`` of voiced audio are dropped (coughs, clicks).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.audio import SAMPLE_RATE, resample
+
+FRAME_MS = 30
+FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 480 samples
+
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # float32 16 kHz, pre-roll included
+    start: int  # sample index (16 kHz, since the segmenter started) of the first voiced frame
+    end: int  # sample index just after the last voiced frame
+
+
+class VadSegmenter:
+    def __init__(self, aggressiveness: int = 2, pause_ms: int = 700, preroll_ms: int = 300, min_speech_ms: int = 250,
+                 max_seconds: float = 30.0, start_frames: int = 3):
+        import webrtcvad
+
+        if not 0 <= aggressiveness <= 3:
+            raise ValueError("VAD aggressiveness must be 0..3")
+        self.vad = webrtcvad.Vad(aggressiveness)
+        self.pause_frames = max(1, pause_ms // FRAME_MS)
+        self.preroll_frames = max(0, preroll_ms // FRAME_MS)
+        self.min_voiced_frames = max(1, min_speech_ms // FRAME_MS)
+        self.max_frames = int(max_seconds * 1000 / FRAME_MS)
+        self.start_frames = start_frames
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frame_index = 0
+        self._preroll: deque[np.ndarray] = deque(maxlen=self.preroll_frames + self.start_frames)
+        self._recent: deque[bool] = deque(maxlen=self.start_frames)
+        self._active = False
+        self._frames: list[np.ndarray] = []
+        self._voiced = 0
+        self._silence = 0
+        self._start = 0
+        self._last_voiced_end = 0
+        self._floor: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while an utterance is being collected."""
+        return self._active
+
+    def feed(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Utterance]:
+        """Add audio (float in [-1, 1] or int16, mono or [S, C]); returns the utterances it completed."""
+        x = np.asarray(audio)
+        if x.dtype.kind == "i":
+            x = x.astype(np.float32) / 32768.0
+        x = x.astype(np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1) if x.shape[1] <= 8 else x.mean(axis=0)
+        if sample_rate != SAMPLE_RATE and x.size:
+            x = resample(x, sample_rate, SAMPLE_RATE)
+        self._pending = np.concatenate([self._pending, x])
+        done: list[Utterance] = []
+        while self._pending.size >= FRAME:
+            frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
+            u = self._step(frame)
+            if u is not None:
+                done.append(u)
+        return done
+
+    def flush(self) -> list[Utterance]:
+        """End of stream: the utterance in progress, if long enough."""
+        u = self._finish() if self._active else None
+        return [u] if u is not None else []
+
+    def _is_speech(self, frame: np.ndarray) -> bool:
+        """WebRTC VAD, gated by energy: WebRTC alone fires on steady background noise, so a frame
+        must also be 12 dB above the tracked noise floor (a slowly rising running minimum)."""
+        rms = float(np.sqrt(np.mean(frame**2)) + 1e-7)
+        self._floor = rms if self._floor is None else min(self._floor * 1.02, rms) if rms < self._floor * 1.02 else self._floor * 1.02
+        if rms < max(4.0 * self._floor, 10 ** (-60 / 20)):
+            return False
+        pcm = (np.clip(frame, -1, 1) * 32767).astype(np.int16).tobytes()
+        return self.vad.is_speech(pcm, SAMPLE_RATE)
+
+    def _step(self, frame: np.ndarray) -> Utterance | None:
+        speech = self._is_speech(frame)
+        index = self._frame_index
+        self._frame_index += 1
+        if not self._active:
+            self._preroll.append(frame)
+            self._recent.append(speech)
+            if len(self._recent) == self.start_frames and all(self._recent):
+                self._active = True
+                self._frames = list(self._preroll)
+                self._voiced = self.start_frames
+                self._silence = 0
+                # onset: walk back over the pre-roll while frames stay clearly above the noise floor
+                first = index - self.start_frames + 1
+                frames = list(self._preroll)
+                k = len(frames) - self.start_frames - 1
+                while k >= 0 and float(np.sqrt(np.mean(frames[k] ** 2))) > 1.4 * (self._floor or 0.0):
+                    first -= 1
+                    k -= 1
+                self._start = first * FRAME
+                self._last_voiced_end = (index + 1) * FRAME
+                self._preroll.clear()
+                self._recent.clear()
+            return None
+        self._frames.append(frame)
+        if speech:
+            self._voiced += 1
+            self._silence = 0
+            self._last_voiced_end = (index + 1) * FRAME
+        else:
+            self._silence += 1
+        if self._silence >= self.pause_frames or len(self._frames) >= self.max_frames:
+            return self._finish()
+        return None
+
+    def _finish(self) -> Utterance | None:
+        audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+        keep = self._voiced >= self.min_voiced_frames
+        # drop the trailing pause (keep ~100 ms of it)
+        tail = max(self._silence - 100 // FRAME_MS, 0) * FRAME
+        if tail:
+            audio = audio[:-tail]
+        result = Utterance(audio, self._start, self._last_voiced_end) if keep else None
+        self._active = False
+        self._frames = []
+        self._voiced = self._silence = 0
+        return result
