@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--max-length", type=int, default=1024)
     r.add_argument("--warmup-steps", type=int, default=100)
     r.add_argument("--lora", action="store_true", help="LoRA adapters (merged into the saved model)")
-    r.add_argument("--bf16", action="store_true")
+    r.add_argument("--bf16", action="store_true", help="bf16 weights and mixed precision (GPU)")
+    r.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory (7B models)")
+    r.add_argument("--save-steps", type=int, default=500)
+    r.add_argument("--logging-steps", type=int, default=10)
+    r.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     r.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -50,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = FinetuneConfig(model=args.model, family=args.family, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
                          batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, lora=args.lora, warmup_steps=args.warmup_steps,
-                         bf16=args.bf16, seed=args.seed)
+                         bf16=args.bf16, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing, save_steps=args.save_steps,
+                         logging_steps=args.logging_steps, resume=args.resume)
     history = finetune(cfg, args.data, args.out)
     losses = [h["loss"] for h in history if "loss" in h]
     if losses:

@@ -18,6 +18,8 @@ class SamplingConfig:
 
 @dataclass
 class SemanticConfig:
+    """Which semantic LLM to load and how (see docs/semantic.md)."""
+
     path: str = "fnlp/AnyGPT-chat"  # hub id or local folder
     family: str = "anygpt"  # anygpt | speechgpt_gen (prompt templates and unit tokens)
     random_init: bool = False  # tiny profile: tiny random LLaMA + tokenizer built in code

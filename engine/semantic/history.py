@@ -7,9 +7,13 @@ from typing import Callable
 
 from engine.semantic.prompts import PromptFamily, Turn
 
+__all__ = ["Conversation", "Turn", "render_turn"]
+
 
 @dataclass
 class Conversation:
+    """Finished turns, oldest first. ``render`` fits them into a token budget."""
+
     max_tokens: int = 4096  # context window of the model
     turns: list[Turn] = field(default_factory=list)
 
@@ -23,10 +27,11 @@ class Conversation:
         return len(self.turns)
 
     def render(self, family: PromptFamily, count_tokens: Callable[[str], int], budget: int) -> list[str]:
-        """Rendered past turns, newest kept first, within ``budget`` tokens.
+        """Rendered past turns (oldest first) within ``budget`` tokens.
 
-        The newest turn keeps its speech when it fits; older turns are rendered with their
-        transcripts instead of speech units; the oldest turns are dropped first."""
+        Newest turns are kept first. The newest turn keeps its speech when it fits; older turns
+        are rendered with their transcripts instead of speech units; once a turn does not fit,
+        it and every older turn are dropped."""
         kept: list[str] = []
         used = 0
         for age, turn in enumerate(reversed(self.turns)):
@@ -38,16 +43,16 @@ class Conversation:
                     used += cost
                     break
             else:
-                break  # this turn does not fit: it and everything older are dropped
+                break
         return list(reversed(kept))
 
 
 def render_turn(family: PromptFamily, turn: Turn, speech: bool) -> str:
-    if speech and turn.user_units is not None:
+    """One past turn; without ``speech`` a spoken message is replaced by its transcript and the
+    reply keeps only its text."""
+    spoken = speech and turn.user_units is not None
+    if spoken:
         message = family.user_message(None, turn.user_units)
     else:
-        message = turn.user_text if turn.user_text is not None else turn.transcript
-    # the chain of modality always states the transcript; AnyGPT only for a spoken message
-    spoken = speech and turn.user_units is not None
-    transcript = turn.transcript if (family.name == "speechgpt_gen" or spoken) else ""
-    return family.render_turn(message, transcript, turn.reply_text, turn.reply_units if speech else None)
+        message = family.user_message(turn.user_text if turn.user_text is not None else turn.transcript, None)
+    return family.render_turn(message, turn.transcript, turn.reply_text, turn.reply_units if speech else None, spoken)

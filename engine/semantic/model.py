@@ -10,7 +10,7 @@ is always parsed from the full generated text, so streaming and non-streaming ag
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Union
 
 import torch
@@ -19,21 +19,16 @@ from torch import Tensor
 from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.history import Conversation
-from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, clean_slot_text, prompt_family
+from engine.semantic.parsing import ChatReply, parse_reply, parse_text
+from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, prompt_family
 from engine.semantic.units import EOSP, SOSP
+
+__all__ = ["SemanticModel", "ChatReply", "ChatEvent", "TranscriptDelta", "TextDelta", "UnitChunk", "ReplyDone", "parse_reply", "sample_next"]
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------ events / results
-@dataclass
-class ChatReply:
-    transcript: str
-    text: str
-    units: list[int]
-    warnings: list[str] = field(default_factory=list)
-
-
+# ------------------------------------------------------------------------------ events
 @dataclass
 class TranscriptDelta:
     text: str
@@ -55,37 +50,6 @@ class ReplyDone:
 
 
 ChatEvent = Union[TranscriptDelta, TextDelta, UnitChunk, ReplyDone]
-
-
-def parse_reply(family: PromptFamily, text: str) -> ChatReply:
-    """Transcript, answer text and units from a raw reply; malformed output gives a defined result
-    with warnings, never an exception."""
-    warnings: list[str] = []
-    if not text.strip():
-        return ChatReply("", "", [], ["empty reply"])
-    if family.name == "anygpt":
-        ins, res = "<-Ins->", "<-Res->"
-        head, _, rest = text.partition(res) if res in text else ("", "", text)
-        transcript = head.split(ins, 1)[1] if ins in head else head
-        body = rest
-    else:
-        head, sep, body = text.partition("[ta]")
-        transcript = head if sep else ""
-        body = body if sep else text
-    text_part = body.split("[ua]", 1)[0] if "[ua]" in body else body
-    text_part = text_part.split(SOSP, 1)[0]
-    for end in (family.end_of_turn, EOSP):
-        text_part = text_part.split(end, 1)[0]
-    speech = family.units.parse(body[body.find(SOSP):] if SOSP in body else body)
-    warnings += speech.warnings
-    if not speech.units:
-        warnings.append("the reply has no speech units")
-    reply = ChatReply(clean_slot_text(transcript, None), clean_slot_text(family.units.pattern.sub("", text_part), None), speech.units, warnings)
-    if not reply.text and not reply.units:
-        reply.warnings.append("empty reply")
-    for w in warnings:
-        log.warning("semantic reply: %s", w)
-    return reply
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -117,17 +81,19 @@ class SemanticModel:
         self.cfg = cfg
         self.name = name
         self.device = next(model.parameters()).device
-        vocab = tokenizer.get_vocab()
+        self.vocab = tokenizer.get_vocab()
         unit_tokens = family.units.all_tokens()
-        missing = [t for t in unit_tokens[:3] + [SOSP, EOSP] if t not in vocab]
+        missing = [t for t in unit_tokens[:3] + list(family.special_tokens) if t not in self.vocab]
         if missing:
             raise ModelUnavailableError(
                 f"{name}: the tokenizer has no {family.name} speech tokens (e.g. {missing[0]}); it is not a speech model of this "
                 f"family. Set semantic.family, or fine-tune it with `python -m engine train-llm run`"
             )
-        self.unit_ids = torch.tensor([vocab[t] for t in unit_tokens])
+        self.unit_ids = torch.tensor([self.vocab[t] for t in unit_tokens])
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
+        if int(self.unit_ids.max()) >= self.num_embeddings:
+            raise ModelUnavailableError(f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only {self.num_embeddings} embeddings")
 
     # -------------------------------------------------------------- loading
     @classmethod
@@ -171,7 +137,7 @@ class SemanticModel:
                 import bitsandbytes  # noqa: F401
                 from transformers import BitsAndBytesConfig
             except ImportError as exc:
-                raise ModelUnavailableError("4-bit loading needs bitsandbytes: pip install -e '.[gpu]' (on a CUDA machine)") from exc
+                raise ModelUnavailableError("4-bit loading needs the bitsandbytes package: pip install bitsandbytes, or set semantic.quant: none") from exc
             compute = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else (torch.float16 if on_cuda else torch.float32)
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
             kwargs["device_map"] = {"": device if on_cuda else "cpu"}
@@ -185,14 +151,19 @@ class SemanticModel:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, **kwargs)
+        except ImportError as exc:  # e.g. a SentencePiece tokenizer.model without the sentencepiece package
+            raise ModelUnavailableError(f"could not load the semantic LLM from {path!r}: {exc}. Install the missing package (pip install sentencepiece)") from exc
         except (OSError, ValueError) as exc:
+            first = (str(exc).splitlines() or [""])[0][:200]
             raise ModelUnavailableError(
-                f"could not load the semantic LLM from {path!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                f"It needs config.json, the tokenizer files and the weights; get them with `hf download {path}` on a machine "
-                f"with internet access, or set semantic.path to a local folder"
+                f"could not load the semantic LLM from {path!r} ({type(exc).__name__}: {first}). "
+                f"It needs config.json, the tokenizer (tokenizer.model or tokenizer.json, tokenizer_config.json) and the weights "
+                f"(*.safetensors or pytorch_model*.bin); get them with `hf download {path}` (huggingface-cli download) on a machine "
+                f"with internet access and copy the cache, or set semantic.path to a local folder"
             ) from exc
         except Exception as exc:  # bitsandbytes refusing the device, CUDA errors...
-            raise ModelUnavailableError(f"could not load the semantic LLM from {path!r}: {exc}") from exc
+            hint = " (4-bit: this bitsandbytes build may need a CUDA GPU; set semantic.quant: none)" if cfg.quant == "4bit" else ""
+            raise ModelUnavailableError(f"could not load the semantic LLM from {path!r}: {exc}{hint}") from exc
         if "device_map" not in kwargs:
             model = model.to(device)
         return cls(model, tokenizer, prompt_family(cfg.family), cfg, str(path))
@@ -204,64 +175,77 @@ class SemanticModel:
     def count_tokens(self, text: str) -> int:
         return len(self._ids(text))
 
-    def _token_id(self, token: str) -> int:
-        ids = self._ids(token)
-        if len(ids) != 1:
-            raise ValueError(f"{token!r} is not a single token in this tokenizer")
-        return ids[0]
+    def _continuation(self, anchor: str, text: str) -> list[int]:
+        """Token ids of ``text`` as the tokenizer splits it right after the added token ``anchor``
+        (what tokenizing the whole reply at once gives; SentencePiece would otherwise add a ``▁``)."""
+        a = self._ids(anchor)
+        full = self._ids(anchor + text)
+        return full[len(a):] if full[: len(a)] == a else self._ids(text)
+
+    def _masks(self, seg: Slot) -> tuple[dict[int, str], Tensor]:
+        """Stop token ids of a slot, and the mask [V] of tokens it may never sample."""
+        stops = {self.vocab[t]: t for t in seg.stops}
+        mask = torch.zeros(self.num_embeddings, dtype=torch.bool)
+        if seg.name == "units":  # inside a speech span: unit tokens and the stop only
+            mask[:] = True
+            mask[self.unit_ids] = False
+            mask[list(stops)] = False
+        else:  # no speech units inside text
+            mask[self.unit_ids] = True
+        for t in seg.banned:
+            if t in self.vocab:
+                mask[self.vocab[t]] = True
+        if self.tokenizer.bos_token_id is not None and seg.name != "units":
+            mask[self.tokenizer.bos_token_id] = True
+        return stops, mask.to(self.device)
 
     @torch.inference_mode()
     def _generate(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> Iterator[tuple[str, object]]:
-        """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id), then
-        ("done", full_reply_text)."""
+        """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id) as they
+        are sampled, ("warning", message) when a slot is cut at its budget, then ("done", raw reply text)."""
         from transformers import DynamicCache
 
         gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
-        prompt_ids = ([self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []) + self._ids(prompt)
-        room = self.cfg.max_context_tokens - len(prompt_ids)
+        # the prompt and the fixed text right after it are tokenized as one string, as in training
+        first_slot = next((i for i, seg in enumerate(scaffold) if isinstance(seg, Slot)), len(scaffold))
+        head = "".join(scaffold[:first_slot])  # type: ignore[arg-type]
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        seq: list[int] = bos + self._ids(prompt + head)
+        room = self.cfg.max_context_tokens - len(seq)
         if room <= 8:
-            raise ModelUnavailableError(f"the prompt ({len(prompt_ids)} tokens) fills the context window ({self.cfg.max_context_tokens}); clear the conversation")
+            raise ModelUnavailableError(f"the prompt ({len(seq)} tokens) fills the context window ({self.cfg.max_context_tokens}); clear the conversation or shorten the input")
         budget = min(sampling.max_new_tokens, room)
+        used = 0  # reply tokens so far
+        raw = [head]
         cache = DynamicCache()
-        seq: list[int] = list(prompt_ids)
-        logits = self._forward(prompt_ids, cache)
-        reply_ids: list[int] = []
-        allowed_units = torch.zeros(self.num_embeddings, dtype=torch.bool)
-        allowed_units[self.unit_ids] = True
-
-        def feed(ids: list[int]) -> Tensor:
-            seq.extend(ids)
-            reply_ids.extend(ids)
-            return self._forward(ids, cache)
-
-        for seg in scaffold:
+        logits = self._forward(seq, cache)
+        anchor = ""
+        pending = ""
+        for index, seg in enumerate(scaffold[first_slot:], start=first_slot):
             if isinstance(seg, str):
-                ids = self._ids(seg)
-                if ids:
-                    logits = feed(ids)
+                pending += seg
+                raw.append(seg)
                 continue
-            stops = {self._token_id(t): t for t in seg.stops}
-            mask = torch.zeros(self.num_embeddings, dtype=torch.bool)
-            if seg.name == "units":
-                mask[:] = True
-                mask[allowed_units] = False
-                mask[list(stops)] = False
-            else:
-                mask[allowed_units] = True  # no speech units inside text
-            for t in seg.banned:
-                mask[self._token_id(t)] = True
-            left = budget - len(reply_ids) - 4
+            if pending:  # fixed text between two slots, fed right after the previous stop token
+                ids = self._continuation(anchor, pending)
+                seq.extend(ids)
+                used += len(ids)
+                logits = self._forward(ids, cache)
+                pending = ""
+            stops, mask = self._masks(seg)
+            left = budget - used - 4
             # text slots get their own cap so that the speech after them keeps most of the budget
             limit = left if seg.name == "units" else min(seg.max_tokens or self.cfg.max_text_tokens, left)
             slot_ids: list[int] = []
             shown = ""
-            stopped = False
+            stop_token = None
             while len(slot_ids) < max(limit, 0):
-                step_logits = logits.float().masked_fill(mask.to(logits.device), float("-inf"))
-                token = sample_next(step_logits.cpu(), torch.tensor(seq), sampling, gen)
-                logits = feed([token])
+                token = sample_next(logits.float().masked_fill(mask, float("-inf")).cpu(), torch.tensor(seq), sampling, gen)
+                seq.append(token)
+                used += 1
+                logits = self._forward([token], cache)
                 if token in stops:
-                    stopped = True
+                    stop_token = stops[token]
                     break
                 slot_ids.append(token)
                 if seg.name == "units":
@@ -271,16 +255,23 @@ class SemanticModel:
                     if not text.endswith("\ufffd") and len(text) > len(shown):
                         yield "text", (seg.name, text[len(shown):])
                         shown = text
-            if seg.name != "units":  # flush a character held back as incomplete
-                text = self.tokenizer.decode(slot_ids)
-                if len(text) > len(shown):
-                    yield "text", (seg.name, text[len(shown):])
-            if not stopped:  # budget reached: close the slot ourselves so the reply stays well-formed
-                log.warning("semantic model: %s slot hit its token budget", seg.name)
-                logits = feed([next(iter(stops))])
-        yield "done", self.tokenizer.decode(reply_ids)
+            body = self.tokenizer.decode(slot_ids)
+            if seg.name != "units" and len(body) > len(shown):  # flush a character held back as incomplete
+                yield "text", (seg.name, body[len(shown):])
+            if stop_token is None:  # budget reached: close the slot ourselves so the reply stays well-formed
+                log.warning("semantic model: the %s slot hit its token budget", seg.name)
+                yield "warning", f"the {seg.name} was cut at its token budget"
+                stop_token = seg.stops[0]
+                if any(isinstance(s, Slot) for s in scaffold[index + 1:]):
+                    seq.append(self.vocab[stop_token])
+                    used += 1
+                    logits = self._forward([self.vocab[stop_token]], cache)
+            raw.append(body + stop_token)
+            anchor = stop_token
+        yield "done", "".join(raw)
 
     def _forward(self, ids: list[int], cache) -> Tensor:
+        """Feed ``ids`` through the model (extending the KV cache); logits [V] of the last position."""
         out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True)
         return out.logits[0, -1]
 
@@ -289,7 +280,7 @@ class SemanticModel:
         return sampling or self.cfg.sampling
 
     def stream_speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> Iterator[list[int]]:
-        """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk``."""
+        """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk`` as they are sampled."""
         chunk: list[int] = []
         for kind, value in self._generate(self.family.tts_prompt(text, instruction), self.family.tts_scaffold(), self._sampling(sampling)):
             if kind == "unit":
@@ -301,30 +292,37 @@ class SemanticModel:
             yield chunk
 
     def speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> list[int]:
+        """TTS: RVQ-1 units (50 Hz) for ``text``."""
         return [u for chunk in self.stream_speak(text, sampling, instruction) for u in chunk]
 
-    def transcribe(self, units: list[int], sampling: SamplingConfig | None = None) -> str:
-        """ASR: text for RVQ-1 units."""
-        full = ""
-        for kind, value in self._generate(self.family.asr_prompt(units), self.family.asr_scaffold(), self._sampling(sampling)):
+    def transcribe(self, units: list[int], sampling: SamplingConfig | None = None, instruction: int = 0) -> str:
+        """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing)."""
+        raw = ""
+        for kind, value in self._generate(self.family.asr_prompt(list(units), instruction), self.family.asr_scaffold(), self._sampling(sampling)):
             if kind == "done":
-                full = value  # type: ignore[assignment]
-        return clean_slot_text(full, self.family.end_of_turn)
+                raw = value  # type: ignore[assignment]
+        return parse_text(self.family, raw)[0]
 
     def stream_respond(self, history: Conversation, user: str | list[int], sampling: SamplingConfig | None = None) -> Iterator[ChatEvent]:
         """Chat: transcript deltas (spoken input), reply text deltas, unit chunks, then ReplyDone.
-        The turn is appended to ``history``."""
+        The finished turn is appended to ``history``."""
         sampling = self._sampling(sampling)
         spoken = not isinstance(user, str)
-        message = self.family.user_message(None if spoken else user, list(user) if spoken else None)
-        reserve = sampling.max_new_tokens + self.count_tokens(message) + 64
-        past = history.render(self.family, self.count_tokens, max(self.cfg.max_context_tokens - reserve, 0))
+        units = [int(u) for u in user] if spoken else None  # type: ignore[union-attr]
+        typed = None if spoken else str(user)
+        message = self.family.user_message(typed, units)
+        window = min(self.cfg.max_context_tokens, history.max_tokens or self.cfg.max_context_tokens)
+        prompt_alone = self.family.chat_prompt([], message)
+        reserve = sampling.max_new_tokens + self.count_tokens(prompt_alone) + 8
+        past = history.render(self.family, self.count_tokens, max(window - reserve, 0))
         prompt = self.family.chat_prompt(past, message)
-        scaffold = self.family.chat_scaffold(spoken, None if spoken else user)  # type: ignore[arg-type]
         chunk: list[int] = []
-        full = ""
-        for kind, value in self._generate(prompt, scaffold, sampling):
-            if kind == "text":
+        raw = ""
+        cut: list[str] = []
+        for kind, value in self._generate(prompt, self.family.chat_scaffold(spoken, typed), sampling):
+            if kind == "warning":
+                cut.append(value)  # type: ignore[arg-type]
+            elif kind == "text":
                 slot, delta = value  # type: ignore[misc]
                 yield TranscriptDelta(delta) if slot == "transcript" else TextDelta(delta)
             elif kind == "unit":
@@ -333,17 +331,18 @@ class SemanticModel:
                     yield UnitChunk(chunk)
                     chunk = []
             else:
-                full = value  # type: ignore[assignment]
+                raw = value  # type: ignore[assignment]
         if chunk:
             yield UnitChunk(chunk)
-        reply = parse_reply(self.family, full)
+        reply = parse_reply(self.family, raw)
+        reply.warnings = cut + reply.warnings
         if not spoken:
-            reply.transcript = str(user)
-        history.append(Turn(user_text=None if spoken else str(user), user_units=list(user) if spoken else None,
-                            transcript=reply.transcript, reply_text=reply.text, reply_units=reply.units))
+            reply.transcript = typed or ""
+        history.append(Turn(user_text=typed, user_units=units, transcript=reply.transcript, reply_text=reply.text, reply_units=reply.units))
         yield ReplyDone(reply)
 
     def respond(self, history: Conversation, user: str | list[int], sampling: SamplingConfig | None = None) -> ChatReply:
+        """Chat, all at once: the final reply of ``stream_respond``."""
         reply = None
         for event in self.stream_respond(history, user, sampling):
             if isinstance(event, ReplyDone):

@@ -1,13 +1,28 @@
 """Prompt templates of the two families, rendered byte for byte, and reply scaffolds.
 
-A reply is generated along a *scaffold*: fixed strings we write (``str``) and slots the model
-fills (``Slot``), each ending at its stop token. Writing the fixed parts ourselves keeps every reply
-well-formed (a transcript, a text answer, then a closed speech span) whatever the model does.
+Two rules keep what the model sees identical to what it was trained on:
 
-AnyGPT (MMGPT chat template; facts from the public AnyGPT code):
-    {system}\n[Human]: {msg}<eoh>\n[MMGPT]: <-Ins-> {transcript}\n <-Res-> {text} <sosp>...<eosp><eos>
+* a generation prompt ends right after the speaker tag's colon (``[MMGPT]:``, ``[SpeechGPT]:``);
+  the space after it belongs to the reply, as in the official AnyGPT inference code. With
+  SentencePiece (LLaMA) tokenizers a trailing space would otherwise become a lone ``▁`` token that
+  the model never saw before a word;
+* a reply is generated along a *scaffold*: fixed strings we write (``str``) and slots the model
+  fills (``Slot``), each ending at its stop token. Writing the fixed parts ourselves keeps every
+  reply well-formed (a transcript, a text answer, then a closed speech span) whatever the model
+  does. ``fill_scaffold`` renders a scaffold with given slot contents; it equals ``reply`` of the
+  same turn, so history, training data and generation agree.
+
+AnyGPT (facts from the public AnyGPT code: MMGPT conversation template, base-model prompter,
+instruction lists, and the speech-conversation SFT sample):
+    chat   {system}\\n[Human]: {msg}<eoh>\\n[MMGPT]: <-Ins-> {transcript}\\n <-Res-> {text} <sosp>...<eosp><eos>\\n
+           spoken msg = ``<sosp>...<eosp> Please recognize the voice command and give reply and voice``
+           typed msg  = ``{text} Please interpret the user's text input, ... voice reply.``, reply ``{text}\\n<sosp>...<eosp>``
+    base   [Human]: {instruction} This is input: {text}<eoh> [MMGPT]: <sosp>...<eosp><eos>     (TTS)
+           [Human]: {instruction} <sosp>...<eosp><eoh> [MMGPT]: {text}<eos>                       (ASR)
 SpeechGPT-Gen (chain of modality, SpeechGPT convention; our fine-tunes):
-    [Human]: {msg} <eoh>. [SpeechGPT]: {transcript}; [ta] {text}; [ua] <sosp>...<eosp><eoa>
+    [Human]: {msg} <eoh>. [SpeechGPT]: {transcript}; [ta] {text}; [ua] <sosp>...<eosp><eoa>\\n
+    [Human]: {instruction} This is input: {text} <eoh>. [SpeechGPT]: <sosp>...<eosp><eoa>         (TTS)
+    [Human]: {instruction} This is input: <sosp>...<eosp> <eoh>. [SpeechGPT]: {text}<eoa>           (ASR)
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from engine.semantic.units import EOSP, SOSP, UnitFormat, unit_format
 @dataclass
 class Slot:
     name: str  # transcript | text | units
-    stops: tuple[str, ...]  # single tokens that end the slot (kept in the output)
+    stops: tuple[str, ...]  # single tokens that end the slot (kept in the output); the first closes a cut-off slot
     banned: tuple[str, ...] = ()  # tokens never sampled here
     max_tokens: int | None = None  # None: the caller's budget
 
@@ -39,6 +54,15 @@ class Turn:
     reply_units: list[int] = field(default_factory=list)
 
 
+def fill_scaffold(scaffold: list[Segment], values: dict[str, str]) -> str:
+    """The reply text a scaffold yields when each slot produces ``values[slot.name]`` and stops at
+    its first stop token."""
+    out = []
+    for seg in scaffold:
+        out.append(seg if isinstance(seg, str) else values.get(seg.name, "") + seg.stops[0])
+    return "".join(out)
+
+
 class PromptFamily:
     name: str
     units: UnitFormat
@@ -48,20 +72,31 @@ class PromptFamily:
     instructions_asr: tuple[str, ...]
 
     def user_message(self, text: str | None, units: list[int] | None) -> str:
+        """The [Human] message for typed ``text`` or spoken ``units``."""
         return self.units.encode(units) if units is not None else (text or "")
 
-    # implemented by the families
-    def chat_prompt(self, history: list[str], message: str) -> str: ...
-    def render_turn(self, message: str, transcript: str, text: str, units: list[int] | None) -> str: ...
-    def chat_scaffold(self, speech_input: bool, typed: str | None = None) -> list[Segment]: ...
-    def tts_prompt(self, text: str, instruction: int = 0) -> str: ...
-    def asr_prompt(self, units: list[int], instruction: int = 0) -> str: ...
+    def render_turn(self, message: str, transcript: str, text: str, units: list[int] | None, spoken: bool) -> str:
+        """A finished turn as it appears in the history (ends with a newline)."""
+        return self.chat_prompt([], message, system=False) + self.reply(transcript, text, units, spoken) + "\n"
 
     def tts_scaffold(self) -> list[Segment]:
-        return [SOSP, Slot("units", (EOSP,)), self.end_of_turn]
+        return [f" {SOSP}", Slot("units", (EOSP,)), self.end_of_turn]
 
     def asr_scaffold(self) -> list[Segment]:
-        return [Slot("text", (self.end_of_turn,), banned=(SOSP,))]
+        return [Slot("text", (self.end_of_turn,), banned=(SOSP, EOSP))]
+
+    def tts_response(self, units: list[int]) -> str:
+        return fill_scaffold(self.tts_scaffold(), {"units": "".join(self.units.token(u) for u in units)})
+
+    def asr_response(self, text: str) -> str:
+        return fill_scaffold(self.asr_scaffold(), {"text": f" {text}"})
+
+    # implemented by the families
+    def chat_prompt(self, history: list[str], message: str, system: bool = True) -> str: ...
+    def reply(self, transcript: str, text: str, units: list[int] | None, spoken: bool) -> str: ...
+    def chat_scaffold(self, spoken: bool, typed: str | None = None) -> list[Segment]: ...
+    def tts_prompt(self, text: str, instruction: int = 0) -> str: ...
+    def asr_prompt(self, units: list[int], instruction: int = 0) -> str: ...
 
 
 class AnyGPTPrompts(PromptFamily):
@@ -70,26 +105,50 @@ class AnyGPTPrompts(PromptFamily):
     system = "You are an AI assistant named MMGPT who can understand and generate multimodal content, including text, speech, images and audio."
     special_tokens = ("[Human]", "[MMGPT]", "<eoh>", "<eos>", "<-Ins->", "<-Res->", SOSP, EOSP)
     end_of_turn = "<eos>"
-    instructions_tts = ("Please read the following text out loud.",)
-    instructions_asr = ("Please transcribe this speech into text.",)
+    # task suffixes of the official prompter ("Speech-Instruction", "Text-Instruction2")
+    spoken_suffix = "Please recognize the voice command and give reply and voice"
+    typed_suffix = "Please interpret the user's text input, create a textual response, and subsequently produce a corresponding voice reply."
+    # a few phrasings from the official instruction lists (text->speech, speech->text)
+    instructions_tts = (
+        "Please read this text aloud.",
+        "Convert this text into speech.",
+        "Generate speech from this text.",
+        "Speak this text for me.",
+    )
+    instructions_asr = (
+        "Please transcribe this speech into written text.",
+        "Convert the speech into a written transcript.",
+        "Generate a transcript of the spoken words.",
+        "Write down the spoken words accurately.",
+    )
 
-    def chat_prompt(self, history: list[str], message: str) -> str:
-        return f"{self.system}\n" + "".join(history) + f"[Human]: {message}<eoh>\n[MMGPT]:"
+    def user_message(self, text: str | None, units: list[int] | None) -> str:
+        if units is not None:
+            return f"{self.units.encode(units)} {self.spoken_suffix}"
+        return f"{text or ''} {self.typed_suffix}"
 
-    def render_turn(self, message: str, transcript: str, text: str, units: list[int] | None) -> str:
-        ins = f" <-Ins-> {transcript}\n" if transcript else " "
-        speech = f" {self.units.encode(units)}" if units else ""
-        return f"[Human]: {message}<eoh>\n[MMGPT]:{ins} <-Res-> {text}{speech}<eos>\n"
+    def chat_prompt(self, history: list[str], message: str, system: bool = True) -> str:
+        head = f"{self.system}\n" if system else ""
+        return head + "".join(history) + f"[Human]: {message}<eoh>\n[MMGPT]:"
 
-    def chat_scaffold(self, speech_input: bool, typed: str | None = None) -> list[Segment]:
-        head: list[Segment] = [" <-Ins-> ", Slot("transcript", ("<-Res->",), banned=(SOSP, "<eos>")), " "] if speech_input else ["  <-Res-> "]
-        return head + [Slot("text", (SOSP,), banned=("<eos>", EOSP)), Slot("units", (EOSP,)), "<eos>"]
+    def reply(self, transcript: str, text: str, units: list[int] | None, spoken: bool) -> str:
+        speech = self.units.encode(units) if units else ""
+        if spoken:
+            return f" <-Ins-> {transcript}\n <-Res-> {text}{' ' + speech if speech else ''}<eos>"
+        return f" {text}{chr(10) + speech if speech else ''}<eos>"
+
+    def chat_scaffold(self, spoken: bool, typed: str | None = None) -> list[Segment]:
+        text_slot = Slot("text", (SOSP,), banned=("<eos>", EOSP, "<-Res->", "<-Ins->"))
+        units = [Slot("units", (EOSP,)), "<eos>"]
+        if spoken:
+            return [" <-Ins->", Slot("transcript", ("<-Res->",), banned=(SOSP, EOSP, "<eos>", "<-Ins->")), text_slot] + units
+        return [text_slot] + units
 
     def tts_prompt(self, text: str, instruction: int = 0) -> str:
-        return f"[Human]: {self.instructions_tts[instruction]}\nThis is input: {text}<eoh>\n[MMGPT]: "
+        return f"[Human]: {self.instructions_tts[instruction]} This is input: {text}<eoh> [MMGPT]:"
 
     def asr_prompt(self, units: list[int], instruction: int = 0) -> str:
-        return f"[Human]: {self.instructions_asr[instruction]}\nThis is input: {self.units.encode(units)}<eoh>\n[MMGPT]: "
+        return f"[Human]: {self.instructions_asr[instruction]} {self.units.encode(units)}<eoh> [MMGPT]:"
 
 
 class SpeechGPTGenPrompts(PromptFamily):
@@ -110,24 +169,22 @@ class SpeechGPTGenPrompts(PromptFamily):
         "What does the speaker say?",
     )
 
-    def chat_prompt(self, history: list[str], message: str) -> str:
-        return "".join(history) + f"[Human]: {message} <eoh>. [SpeechGPT]: "
+    def chat_prompt(self, history: list[str], message: str, system: bool = True) -> str:
+        return "".join(history) + f"[Human]: {message} <eoh>. [SpeechGPT]:"
 
-    def render_turn(self, message: str, transcript: str, text: str, units: list[int] | None) -> str:
+    def reply(self, transcript: str, text: str, units: list[int] | None, spoken: bool) -> str:
         speech = self.units.encode(units) if units else ""
-        return f"[Human]: {message} <eoh>. [SpeechGPT]: {transcript}; [ta] {text}; [ua] {speech}<eoa>\n"
+        return f" {transcript}; [ta] {text}; [ua] {speech}<eoa>"
 
-    def chat_scaffold(self, speech_input: bool, typed: str | None = None) -> list[Segment]:
-        head: list[Segment] = (
-            [Slot("transcript", ("[ta]",), banned=(SOSP, "<eoa>")), " "] if speech_input else [f"{typed}; [ta] "]
-        )
-        return head + [Slot("text", ("[ua]",), banned=(SOSP, "<eoa>")), f" {SOSP}", Slot("units", (EOSP,)), "<eoa>"]
+    def chat_scaffold(self, spoken: bool, typed: str | None = None) -> list[Segment]:
+        head: list[Segment] = [Slot("transcript", ("[ta]",), banned=(SOSP, EOSP, "<eoa>", "[ua]"))] if spoken else [f" {typed}; [ta]"]
+        return head + [Slot("text", ("[ua]",), banned=(SOSP, EOSP, "<eoa>", "[ta]")), f" {SOSP}", Slot("units", (EOSP,)), "<eoa>"]
 
     def tts_prompt(self, text: str, instruction: int = 0) -> str:
-        return f"[Human]: {self.instructions_tts[instruction]} This is input: {text} <eoh>. [SpeechGPT]: "
+        return f"[Human]: {self.instructions_tts[instruction]} This is input: {text} <eoh>. [SpeechGPT]:"
 
     def asr_prompt(self, units: list[int], instruction: int = 0) -> str:
-        return f"[Human]: {self.instructions_asr[instruction]} This is input: {self.units.encode(units)} <eoh>. [SpeechGPT]: "
+        return f"[Human]: {self.instructions_asr[instruction]} This is input: {self.units.encode(units)} <eoh>. [SpeechGPT]:"
 
 
 def prompt_family(name: str) -> PromptFamily:
@@ -138,7 +195,7 @@ def prompt_family(name: str) -> PromptFamily:
     raise ValueError(f"unknown prompt family {name!r}; use anygpt or speechgpt_gen")
 
 
-def clean_slot_text(text: str, stop: str | None) -> str:
+def clean_slot_text(text: str, stop: str | None = None) -> str:
     """Slot output without its stop token and the separators around it ("; ", newlines)."""
     if stop and text.endswith(stop):
         text = text[: -len(stop)]

@@ -29,7 +29,10 @@ class UnitFormat:
 
     def encode(self, units: list[int]) -> str:
         """``<sosp>`` + one token per 50 Hz frame (repeats kept) + ``<eosp>``."""
-        return SOSP + "".join(self.token(u) for u in units) + EOSP
+        bad = [u for u in units if not 0 <= int(u) < self.num_units]
+        if bad:
+            raise ValueError(f"{len(bad)} speech unit id(s) outside 0..{self.num_units - 1} (e.g. {bad[0]}); RVQ-1 ids come from the codec")
+        return SOSP + "".join(self.token(int(u)) for u in units) + EOSP
 
     @property
     def pattern(self) -> re.Pattern:
@@ -85,6 +88,7 @@ SPEECHGPT_GEN_UNITS = UnitFormat("speechgpt_gen", "<")
 
 
 def unit_format(family: str) -> UnitFormat:
+    """The unit vocabulary of a prompt family."""
     if family == "anygpt":
         return ANYGPT_UNITS
     if family == "speechgpt_gen":

@@ -4,7 +4,8 @@
   text -> speech units (TTS) and speech units -> text (ASR), with a pool of phrasings;
 * chain-of-modality turns from (question audio, answer text, answer audio) triples:
   ``[Human]: <speech> <eoh>. [SpeechGPT]: {transcript}; [ta] {answer}; [ua] <speech><eoa>``.
-Records are ``{"prompt", "response", "task"}``; the loss covers the response only. Deterministic for a seed.
+Records are ``{"prompt", "response", "task"}`` with ``prompt + response`` the exact training text
+(the prompt ends at the speaker tag's colon); the loss covers the response only. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -43,20 +44,25 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def units_of(codec: Codec, audio: str) -> list[int]:
+    """RVQ-1 ids (50 Hz) of an audio file."""
     return codec.encode(load_audio(audio)).semantic_tokens.tolist()
 
 
 def cross_modal(family: PromptFamily, codec: Codec, pairs: list[dict], rng: random.Random) -> Iterator[dict]:
+    """Both directions for each (audio, transcript) pair, each with a phrasing drawn from the pool."""
     for row in pairs:
         units = units_of(codec, row["audio"])
-        text = row["text"].strip()
+        text = " ".join(str(row["text"]).split())
+        if not text or not units:
+            raise ValueError(f"{row['audio']}: empty transcript or audio")
         i = rng.randrange(len(family.instructions_tts))
-        yield {"task": "tts", "prompt": family.tts_prompt(text, i), "response": family.units.encode(units) + family.end_of_turn}
+        yield {"task": "tts", "prompt": family.tts_prompt(text, i), "response": family.tts_response(units)}
         j = rng.randrange(len(family.instructions_asr))
-        yield {"task": "asr", "prompt": family.asr_prompt(units, j), "response": text + family.end_of_turn}
+        yield {"task": "asr", "prompt": family.asr_prompt(units, j), "response": family.asr_response(text)}
 
 
 def chain_of_modality(family: PromptFamily, codec: Codec, triples: list[dict], asr=None) -> Iterator[dict]:
+    """One spoken question -> transcript, text answer, spoken answer record per triple."""
     for row in triples:
         question = units_of(codec, row["question_audio"])
         answer = units_of(codec, row["answer_audio"])
@@ -64,13 +70,8 @@ def chain_of_modality(family: PromptFamily, codec: Codec, triples: list[dict], a
         if not transcript:
             raise ValueError(f"no transcript for {row['question_audio']}: give question_text")
         message = family.user_message(None, question)
-        turn = family.render_turn(message, transcript.strip(), row["answer_text"].strip(), answer)
-        prompt = family.chat_prompt([], message)
-        system = getattr(family, "system", None)
-        user_part = prompt[len(system) + 1 :] if system and prompt.startswith(system + "\n") else prompt
-        if not turn.startswith(user_part):
-            raise AssertionError("the chat prompt must be a prefix of the rendered turn")
-        yield {"task": "chain_of_modality", "prompt": prompt, "response": turn[len(user_part) :].rstrip("\n")}
+        response = family.reply(" ".join(transcript.split()), " ".join(str(row["answer_text"]).split()), answer, spoken=True)
+        yield {"task": "chain_of_modality", "prompt": family.chat_prompt([], message), "response": response}
 
 
 def build_data(family: PromptFamily, codec: Codec, out: str | Path, pairs: str | None = None, triples: str | None = None, seed: int = 0) -> dict:

@@ -1,0 +1,39 @@
+"""Start the real app (tiny profile) on a free local port in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(tmp_path: Path, timeout: float = 180.0):
+    port = free_port()
+    log = open(tmp_path / "app.log", "w")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--profile", "tiny", "--port", str(port),
+                             "--set", f"paths.voices_dir={tmp_path / 'voices'}"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited: {(tmp_path / 'app.log').read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the app did not start in {timeout} s: {(tmp_path / 'app.log').read_text()[-3000:]}")
