@@ -216,6 +216,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
     default_voice = names[0] if names else UPLOAD
     with gr.Blocks(title="SpeechGPT-Gen assistant") as demo:
         gr.Markdown("# SpeechGPT-Gen assistant\nTalk, type, or convert speech — in any voice from a 3-second sample.")
+        if cfg.profile == "tiny":
+            gr.Markdown(f"> {TINY_NOTE}")
         with gr.Tab("Chat", id="chat"):
             with gr.Row():
                 with gr.Column(scale=3):
