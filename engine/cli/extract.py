@@ -6,22 +6,39 @@ import argparse
 
 from engine.cli.common import add_config_args, config_from_args
 
+FRAME_RATE = 50  # codec frames per second
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine extract", description=__doc__)
-    parser.add_argument("--wavs", required=True, help="folder of audio, or a list file (path[TAB]transcript per line, or .jsonl)")
-    parser.add_argument("--out", required=True, help="output folder (index.jsonl + shard-*.npz); rerun to resume")
-    parser.add_argument("--batch-seconds", type=float, default=60.0, help="audio per codec batch (raise on a GPU; 0 = one file at a time, exact solo codes)")
+    parser = argparse.ArgumentParser(prog="python -m engine extract", description=__doc__,
+                                     epilog="Runs on the GPU when there is one (--device cpu to force the CPU). "
+                                            "Rerun the same command to resume; files that fail are listed in OUT/failed.tsv.")
+    parser.add_argument("--wavs", required=True,
+                        help="folder of audio (LibriSpeech/MLS transcripts are picked up), or a list file "
+                             "(path[TAB]transcript per line, or .jsonl with path/text/speaker/id)")
+    parser.add_argument("--out", required=True, help="output folder (meta.json + index.jsonl + shard-*.npz); rerun to resume")
+    parser.add_argument("--batch-frames", type=int, default=None,
+                        help="padded codec frames (50 per second) per encoder batch (default 3000 = 60 s; "
+                             "raise on a GPU, e.g. 30000; 0 = one file at a time, exact solo codes)")
+    parser.add_argument("--batch-seconds", type=float, default=None, help="the same budget in seconds of audio (--batch-frames / 50)")
     parser.add_argument("--shard-size", type=int, default=1000, help="utterances per shard")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="skip (and report) longer files; 0 = no limit")
+    parser.add_argument("--workers", type=int, default=4, help="threads decoding audio ahead of the encoder (0 = none)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_args(parser)
     args = parser.parse_args(argv)
+    if args.batch_frames is not None and args.batch_seconds is not None:
+        parser.error("give --batch-frames or --batch-seconds, not both")
+    batch_frames = args.batch_frames if args.batch_frames is not None else (
+        round(args.batch_seconds * FRAME_RATE) if args.batch_seconds is not None else 3000)
     from engine.codec import Codec
     from engine.train.extract import extract
 
     cfg = config_from_args(args)
     codec = Codec.from_config(cfg.codec, device=cfg.pipeline.device)
-    stats = extract(args.wavs, args.out, codec, args.batch_seconds, args.shard_size, progress=not args.quiet)
+    print(f"encoding with the {codec.name!r} codec on {codec.device}")
+    stats = extract(args.wavs, args.out, codec, batch_frames=batch_frames, shard_size=args.shard_size, progress=not args.quiet,
+                    max_seconds=args.max_seconds or None, workers=args.workers)
     print(f"{stats['encoded']} encoded, {stats['skipped_existing']} already done, {stats['failed']} failed"
           + (f" (see {args.out}/failed.tsv)" if stats["failed"] else ""))
     return 0

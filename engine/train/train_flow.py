@@ -81,24 +81,28 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
         raise ValueError(f"{data_dir} was extracted with the {data_codec!r} codec but training uses {codec.name!r}")
     tc = run.train
     train_ids, valid_ids = split_ids(data_dir, tc.valid_fraction, tc.seed)
-    train_set = CodesDataset(data_dir, train_ids, min_frames=2, max_frames=tc.max_frames)
-    valid_set = CodesDataset(data_dir, valid_ids, min_frames=2, max_frames=tc.max_frames) if valid_ids else None
+    train_set = CodesDataset(data_dir, train_ids, min_frames=2, max_frames=tc.max_frames, seed=tc.seed)
+    if not len(train_set):
+        raise ValueError(f"no training utterances of at least 2 frames in {data_dir}")
+    valid_set = CodesDataset(data_dir, valid_ids, min_frames=2, max_frames=tc.max_frames, random_crop=False) if valid_ids else None
     sampler = LengthBucketSampler(train_set.lengths(), tc.batch_frames, seed=tc.seed)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_codes, num_workers=tc.num_workers)
+    # its own generator: starting an epoch must not draw from the global RNG (exact resume)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_codes, num_workers=tc.num_workers,
+                                               generator=torch.Generator().manual_seed(tc.seed))
     valid_loader = None
     if valid_set is not None and len(valid_set):
         vs = LengthBucketSampler(valid_set.lengths(), tc.batch_frames, shuffle=False)
         valid_loader = torch.utils.data.DataLoader(valid_set, batch_sampler=vs, collate_fn=collate_codes)
     embed = CodebookEmbedder(codec.codebooks())
+    torch.manual_seed(tc.seed)  # the same initial weights for the same config, whatever ran before
     model = build_model(run.model, codec)
     if not resume:
         mean, std = feature_stats(train_set, embed, run.stats_utterances)
         model.set_feature_stats(mean, std)
 
-    def loss_fn(m, batch: dict) -> tuple[Tensor, dict]:
-        complete, semantic = embed(batch["codes"])
-        inner = m.module if hasattr(m, "module") else m
-        return inner.loss(complete, semantic, batch["lengths"], generator=batch.get("generator"))
+    def loss_fn(m: FlowModel, batch: dict) -> tuple[Tensor, dict]:
+        complete, semantic = embed(batch["codes"])  # [B, T, D] each
+        return m.loss(complete, semantic, batch["lengths"], generator=batch.get("generator"))
 
     trainer = Trainer(
         model, train_loader, valid_loader, tc, out_dir, loss_fn,
