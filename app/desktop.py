@@ -49,18 +49,35 @@ def _device(value: str | None):
     return int(value) if value.isdigit() else value
 
 
-def microphone_blocks(input_device: str | None = None, sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """float32 mono blocks from the microphone (blocking generator)."""
-    sd = _sounddevice()
-    blocks: queue.Queue = queue.Queue()
-    try:
-        stream = sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", blocksize=BLOCK, device=_device(input_device),
-                                callback=lambda data, frames, t, status: blocks.put(data[:, 0].copy()))
-    except Exception as exc:  # PortAudioError, ValueError for unknown devices
-        raise AudioDeviceError(f"cannot open the microphone ({exc}); list devices with python launch.py --list-devices") from exc
-    with stream:
+class Microphone:
+    """float32 mono 16 kHz blocks from the microphone (iterate to read; blocks until audio comes).
+
+    ``drain()`` throws away what was captured meanwhile: called after each reply so the assistant
+    does not hear its own voice from the speakers (half-duplex)."""
+
+    def __init__(self, input_device: str | None = None, sample_rate: int = 16000):
+        sd = _sounddevice()
+        self._blocks: queue.Queue = queue.Queue()
+        try:
+            self._stream = sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", blocksize=BLOCK,
+                                          device=_device(input_device), callback=self._callback)
+        except Exception as exc:  # PortAudioError, ValueError for unknown devices
+            raise AudioDeviceError(f"cannot open the microphone ({exc}); list devices with python launch.py --list-devices") from exc
+
+    def _callback(self, data, frames, time_info, status) -> None:
+        self._blocks.put(data[:, 0].copy())
+
+    def drain(self) -> None:
         while True:
-            yield blocks.get()
+            try:
+                self._blocks.get_nowait()
+            except queue.Empty:
+                return
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        with self._stream:
+            while True:
+                yield self._blocks.get()
 
 
 def speaker(output_device: str | None = None) -> Callable[[np.ndarray, int], None]:
@@ -87,7 +104,7 @@ def run_desktop(
 ) -> int:
     """The listen -> chat -> speak loop. Returns 0 when the input ends (or after ``max_turns``)."""
     try:
-        blocks = input_factory() if input_factory else microphone_blocks(input_device)
+        blocks = input_factory() if input_factory else Microphone(input_device)
         play = play or speaker(output_device)
     except AudioDeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -98,8 +115,8 @@ def run_desktop(
             print("error: no voice given and the voice library is empty; pass --voice FILE", file=sys.stderr)
             return 1
         voice = names[0]
-    srv = engine.config.server
-    segmenter = VadSegmenter(aggressiveness=srv.vad_aggressiveness, pause_ms=srv.vad_pause_ms)
+    segmenter = VadSegmenter.from_config(engine.config.server)
+    drain = getattr(blocks, "drain", None)
     conversation = engine.new_conversation()
     turns = 0
     print(f"Listening (voice: {voice}). Speak; pause to send. Ctrl+C to quit.", file=out, flush=True)
@@ -117,18 +134,29 @@ def run_desktop(
                 if event.wav.size:
                     play(event.wav, event.sample_rate)
 
+    def turn(utterance) -> None:
+        try:
+            handle(utterance)
+        except AudioDeviceError:
+            raise
+        except EngineError as exc:
+            print(f"\nerror: {exc}", file=out, flush=True)
+
     try:
         for block in blocks:
-            for utterance in segmenter.feed(block):
-                try:
-                    handle(utterance)
-                except EngineError as exc:
-                    print(f"\nerror: {exc}", file=out, flush=True)
+            utterances = segmenter.feed(block)
+            for utterance in utterances:
+                turn(utterance)
                 turns += 1
                 if max_turns is not None and turns >= max_turns:
                     return 0
+            if utterances:
+                # what the microphone caught while we were thinking and speaking is not the user's turn
+                segmenter.reset()
+                if drain is not None:
+                    drain()
         for utterance in segmenter.flush():
-            handle(utterance)
+            turn(utterance)
     except AudioDeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]]
 
 
 def is_local(host: str) -> bool:
+    """Loopback addresses (and localhost), where browsers allow the microphone over plain http."""
     if host in ("localhost", ""):
         return True
     try:
@@ -51,9 +52,9 @@ def serve(engine, host: str, port: int, share: bool = False, auth=None, concurre
     warning = http_warning(host, share, bool(ssl_certfile))
     if warning:
         log.warning(warning)
-        print(f"WARNING: {warning}")
-    demo = build_demo(engine)
-    demo.queue(default_concurrency_limit=max(1, concurrency))
+    concurrency = max(1, int(concurrency))
+    demo = build_demo(engine, concurrency=concurrency)
+    demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
                 ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile, show_error=True, quiet=prevent_thread_lock)
     return demo

@@ -1,182 +1,289 @@
-"""Gradio Blocks web UI: Chat (microphone with VAD, typed, uploaded), Text to speech, Voice
-conversion, Voices, and a status area. Every handler turns engine errors into readable messages;
-per-browser state (conversation, VAD) lives in gr.State, never in globals."""
+"""Gradio Blocks web UI: Chat (hands-free microphone with VAD, typed, uploaded clip), Text to
+speech, Voice conversion, Voices, and a status area.
+
+Every handler turns errors into readable messages (``gr.Error``) and the app keeps serving.
+Per-browser state (conversation, VAD segmenter, last utterance) lives in ``gr.State``, never in
+globals. Events that run the models share one concurrency group (``--concurrency N``); cheap events
+(microphone streaming, previews, status) are not queued behind them.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
+from app.status import TINY_NOTE, status_line, status_markdown
 from app.vad import VadSegmenter
-from engine.audio import save_wav
+from engine.audio import SAMPLE_RATE, save_wav
 from engine.errors import EngineError
 from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript
 
 log = logging.getLogger(__name__)
 
-UPLOAD = "(use the clip below)"
-TINY_NOTE = "**Tiny profile**: the models are small and random — the app works end to end, but the voices are noise. Use the default profile for real speech."
+UPLOAD = "(my clip below)"  # voice dropdown entry: take the voice from the uploaded / recorded clip
+MODELS = "models"  # concurrency group of every event that runs a model
+OUTPUT_TTL_S = 3600  # generated files older than this are removed from the output folder
 
 
-def _out_file(wav: np.ndarray, sr: int, prefix: str) -> str:
-    path = Path(tempfile.mkdtemp(prefix="speechgpt-gen-")) / f"{prefix}-{time.strftime('%H%M%S')}.wav"
-    save_wav(path, wav, sr)
-    return str(path)
+def readable(exc: BaseException) -> gr.Error:
+    """The message a user sees for an exception: engine errors verbatim, anything else summarised
+    (the traceback goes to the server log, never to the page)."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, EngineError):
+        return gr.Error(str(exc))
+    log.error("unexpected error in a UI handler", exc_info=exc)
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the server log; the app is still running.")
+
+
+def names_server_file(text: str) -> bool:
+    """True when typed text is the path of an existing file on the server."""
+    try:
+        return len(text) < 1024 and "\n" not in text and Path(text.strip()).expanduser().is_file()
+    except (OSError, ValueError):  # too long for a file name, NUL bytes, ...
+        return False
+
+
+def pcm16(wav: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> int16 PCM (what the browser player streams; no peak normalisation)."""
+    return (np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0) * 32767).astype(np.int16)
 
 
 class UI:
-    """Handlers bound to one shared Engine."""
+    """Event handlers bound to one shared Engine."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, out_dir: str | Path | None = None, live_audio: bool | None = None):
+        """``live_audio``: stream reply chunks to the browser as they are generated (Gradio needs
+        the ffmpeg program for that; by default on when ffmpeg is on PATH, else the whole reply
+        plays when it is done)."""
         self.engine = engine
+        self.live_audio = shutil.which("ffmpeg") is not None if live_audio is None else live_audio
         self.cfg = engine.config
+        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="speechgpt-gen-ui-"))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ helpers
     def voice_choices(self) -> list[str]:
+        """Library voice names (empty if the library cannot be read)."""
         try:
             return self.engine.voices.names()
         except Exception as exc:  # a broken library folder must not take the UI down
             log.warning("voice library: %s", exc)
             return []
 
-    def _voice(self, name: str | None, clip) -> object:
-        if clip is not None and (name in (None, "", UPLOAD)):
-            return clip
+    def default_voice(self) -> str:
+        names = self.voice_choices()
+        return names[0] if names else UPLOAD
+
+    def out_file(self, wav: np.ndarray, sample_rate: int, prefix: str) -> str:
+        """Save generated audio as a 16-bit WAV for playback and download; old files are pruned."""
+        now = time.time()
+        for old in self.out_dir.glob("*.wav"):
+            try:
+                if now - old.stat().st_mtime > OUTPUT_TTL_S:
+                    old.unlink()
+            except OSError:
+                pass
+        path = self.out_dir / f"{prefix}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
+        save_wav(path, wav, sample_rate)
+        return str(path)
+
+    @staticmethod
+    def pick_voice(name: str | None, clip) -> object:
+        """The voice argument for the engine: a library name, or the uploaded / recorded clip."""
         if name and name != UPLOAD:
             return name
-        if clip is not None:
-            return clip
-        raise gr.Error("Choose a voice from the library, or upload / record a voice clip.")
+        if clip is None:
+            raise gr.Error("Choose a voice from the library, or upload / record a voice clip (3 s or more of one speaker).")
+        return clip
 
-    def _options(self, steps, chain, guidance, perceptual, temperature, top_p, seed) -> GenerationOptions:
+    @staticmethod
+    def options(steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None, seed=None) -> GenerationOptions:
+        """Knob values from the page -> GenerationOptions (``None`` / seed -1 = the configured default)."""
         return GenerationOptions(
-            steps=int(steps) if steps else None, chain=chain or None, guidance_scale=float(guidance) if guidance is not None else None,
-            perceptual=perceptual or None, temperature=float(temperature) if temperature is not None else None,
-            top_p=float(top_p) if top_p is not None else None, seed=int(seed) if seed not in (None, "", -1) else None,
+            steps=int(steps) if steps else None,
+            chain=chain or None,
+            guidance_scale=float(guidance) if guidance is not None else None,
+            perceptual=perceptual or None,
+            temperature=float(temperature) if temperature is not None else None,
+            top_p=float(top_p) if top_p is not None else None,
+            seed=int(seed) if seed not in (None, "") and int(seed) >= 0 else None,
         )
 
-    def status_markdown(self) -> str:
-        rows = ["| model | loaded | available | device | precision | details |", "|---|---|---|---|---|---|"]
-        for s in self.engine.status():
-            rows.append(f"| {s.role} ({s.name}) | {'yes' if s.loaded else 'no'} | {'yes' if s.available else '**no**'} | {s.device} | {s.dtype} | {s.message} |")
-        note = f"\n\n{TINY_NOTE}" if self.cfg.profile == "tiny" else ""
-        return "\n".join(rows) + note
-
-    # ------------------------------------------------------------------ tasks
-    def tts(self, text, voice, clip, steps, chain, guidance, perceptual, temperature, top_p, seed, progress=gr.Progress()):
+    def status(self) -> str:
         try:
-            r = self.engine.tts(text or "", self._voice(voice, clip), options=self._options(steps, chain, guidance, perceptual, temperature, top_p, seed),
-                                progress=lambda f, m: progress(f, desc=m))
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
+            return status_markdown(self.engine.status(), self.cfg.profile)
+        except Exception as exc:
+            raise readable(exc) from exc
+
+    def header_status(self) -> str:
+        try:
+            return status_line(self.engine.status())
+        except Exception as exc:
+            return f"⚠️ status unavailable: {exc}"
+
+    def _progress(self, progress):
+        return lambda fraction, message: progress(fraction, desc=message)
+
+    # ------------------------------------------------------------------ TTS / conversion
+    def tts(self, text, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None,
+            seed=-1, progress=gr.Progress()):
+        """Text -> (audio file, download file, info markdown)."""
+        if not text or not text.strip():
+            raise gr.Error("There is no text to speak: type something first.")
+        try:
+            r = self.engine.tts(text, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed),
+                                progress=self._progress(progress))
+        except Exception as exc:
+            raise readable(exc) from exc
         for w in r.warnings:
             gr.Warning(w)
-        return (r.sample_rate, r.wav), _out_file(r.wav, r.sample_rate, "tts"), f"Normalised text: {r.text}\n\n{r.metrics.summary()}"
+        path = self.out_file(r.wav, r.sample_rate, "tts")
+        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary()}"
 
-    def convert(self, source, voice, clip, steps, chain, guidance, perceptual, seed, progress=gr.Progress()):
+    def convert(self, source, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, seed=-1,
+                progress=gr.Progress()):
+        """Source speech -> the same words in the target voice."""
         if source is None:
             raise gr.Error("Upload or record the speech to convert first.")
         try:
-            r = self.engine.convert(source, self._voice(voice, clip), options=self._options(steps, chain, guidance, perceptual, None, None, seed),
-                                    progress=lambda f, m: progress(f, desc=m))
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
-        return (r.sample_rate, r.wav), _out_file(r.wav, r.sample_rate, "converted"), r.metrics.summary()
+            r = self.engine.convert(source, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, None, None, seed),
+                                    progress=self._progress(progress))
+        except Exception as exc:
+            raise readable(exc) from exc
+        path = self.out_file(r.wav, r.sample_rate, "converted")
+        return path, path, r.metrics.summary()
 
-    def chat_turn(self, user, voice, clip, history, conversation, temperature, top_p, seed):
-        """One turn (typed text or audio); yields (chatbot, reply audio, file, latency, conversation)."""
+    # ------------------------------------------------------------------ chat
+    def chat_turn(self, user, voice, clip, history, conversation, *knobs):
+        """One turn from typed text or audio. Yields (chatbot, live audio chunk, whole reply audio,
+        reply file, latency, conversation) as the transcript, reply text, audio chunks and finally
+        the joined reply arrive."""
         history = list(history or [])
         if conversation is None:
             conversation = self.engine.new_conversation()
-        if isinstance(user, str):
-            if not user.strip():
-                raise gr.Error("Type a message, or talk / upload a clip.")
-            history.append({"role": "user", "content": user})
-        else:
-            history.append({"role": "user", "content": "🎤 (speech)"})
+        spoken = not isinstance(user, str)
+        if not spoken and names_server_file(user):
+            # the engine reads a string naming a file as audio; a typed message must never open server files
+            raise gr.Error("That message is a file path. Type a sentence, or send audio with the clip recorder.")
+        voice_arg = self.pick_voice(voice, clip)
+        history.append({"role": "user", "content": "🎤 …" if spoken else user})
         history.append({"role": "assistant", "content": "…"})
-        yield history, None, None, "thinking…", conversation
-        reply, transcript = "", None
+        yield history, None, None, None, "thinking…", conversation
+        reply = ""
         try:
-            options = self._options(None, None, None, None, temperature, top_p, seed)
-            for event in self.engine.chat(user, self._voice(voice, clip), conversation, options=options):
-                if isinstance(event, Transcript) and not isinstance(user, str):
-                    transcript = event.text
-                    history[-2] = {"role": "user", "content": f"🎤 {transcript}"}
+            for event in self.engine.chat(user, voice_arg, conversation, options=self.options(*knobs)):
+                if isinstance(event, Transcript) and spoken:
+                    history[-2] = {"role": "user", "content": f"🎤 {event.text}" if event.text else "🎤 (speech)"}
+                    yield history, None, None, None, "replying…", conversation
                 elif isinstance(event, TextDelta):
                     reply += event.text
                     history[-1] = {"role": "assistant", "content": reply}
-                    yield history, None, None, "speaking…", conversation
-                elif isinstance(event, AudioChunk):
-                    continue
+                    yield history, None, None, None, "replying…", conversation
+                elif isinstance(event, AudioChunk):  # played as it comes; the joined reply follows with ChatDone
+                    if event.wav.size and self.live_audio:
+                        yield history, (event.sample_rate, pcm16(event.wav)), None, None, "replying…", conversation
                 elif isinstance(event, ChatDone):
                     history[-1] = {"role": "assistant", "content": event.text or "(no text)"}
                     for w in event.warnings:
                         gr.Warning(w)
-                    audio = (event.sample_rate, event.wav) if event.wav.size else None
-                    path = _out_file(event.wav, event.sample_rate, "reply") if event.wav.size else None
-                    yield history, audio, path, event.metrics.summary(), conversation
-        except EngineError as exc:
-            history[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
-            yield history, None, None, "error", conversation
+                    path = self.out_file(event.wav, event.sample_rate, "reply") if event.wav.size else None
+                    yield history, None, path, path, event.metrics.summary(), conversation
+        except Exception as exc:
+            err = readable(exc)
+            history[-1] = {"role": "assistant", "content": f"⚠️ {err.message}"}
+            yield history, None, None, None, "error", conversation
 
-    def chat_text(self, message, voice, clip, history, conversation, temperature, top_p, seed):
-        yield from self.chat_turn(message, voice, clip, history, conversation, temperature, top_p, seed)
+    def chat_text(self, message, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
+                  temperature=None, top_p=None, seed=-1):
+        if not message or not message.strip():
+            raise gr.Error("Type a message first (or talk, or send a clip).")
+        for out in self.chat_turn(message.strip(), voice, clip, history, conversation,
+                                  steps, chain, guidance, perceptual, temperature, top_p, seed):
+            yield (*out, "")  # the last output clears the message box
 
-    def chat_clip(self, audio, voice, clip, history, conversation, temperature, top_p, seed):
+    def chat_audio(self, audio, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
+                  temperature=None, top_p=None, seed=-1):
         if audio is None:
             raise gr.Error("Record or upload a question first.")
-        yield from self.chat_turn(audio, voice, clip, history, conversation, temperature, top_p, seed)
+        yield from self.chat_turn(audio, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
-    def mic_stream(self, chunk, segmenter, pending):
-        """Streaming microphone: feed the VAD; a finished utterance goes to ``pending``."""
+    def new_segmenter(self) -> VadSegmenter:
+        return VadSegmenter.from_config(self.cfg.server)
+
+    def mic_stream(self, chunk, segmenter):
+        """Streaming microphone chunk -> VAD. A finished utterance becomes the ``heard`` state
+        (whose change runs a chat turn); otherwise ``heard`` is left untouched."""
         if segmenter is None:
-            srv = self.cfg.server
-            segmenter = VadSegmenter(aggressiveness=srv.vad_aggressiveness, pause_ms=srv.vad_pause_ms)
+            segmenter = self.new_segmenter()
         if chunk is None:
-            return segmenter, pending, "listening…"
-        sr, data = chunk
-        done = segmenter.feed(np.asarray(data), int(sr))
+            return segmenter, gr.skip(), "🎙️ listening…"
+        try:
+            sr, data = chunk
+            done = segmenter.feed(np.asarray(data), int(sr))
+        except Exception as exc:
+            raise readable(exc) from exc
         if done:
-            return segmenter, (16000, done[-1].audio), f"heard {done[-1].audio.size / 16000:.1f} s"
-        return segmenter, pending, "speech…" if segmenter.active else "listening…"
+            u = done[-1]
+            return segmenter, (SAMPLE_RATE, u.audio), f"🎙️ heard {u.audio.size / SAMPLE_RATE:.1f} s — replying"
+        return segmenter, gr.skip(), "🎙️ hearing speech…" if segmenter.active else "🎙️ listening…"
 
-    def chat_pending(self, pending, voice, clip, history, conversation, temperature, top_p, seed):
-        if pending is None:
-            yield history, None, None, gr.skip(), conversation, None
+    def mic_stopped(self, segmenter):
+        """Recording stopped: the utterance in progress (if long enough) is sent too."""
+        if segmenter is None:
+            return None, gr.skip(), ""
+        done = segmenter.flush()
+        segmenter.reset()
+        if done:
+            return segmenter, (SAMPLE_RATE, done[-1].audio), f"🎙️ heard {done[-1].audio.size / SAMPLE_RATE:.1f} s — replying"
+        return segmenter, gr.skip(), "🎙️ microphone off"
+
+    def chat_heard(self, heard, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
+                  temperature=None, top_p=None, seed=-1):
+        if heard is None:
+            yield (gr.skip(),) * 6
             return
-        for out in self.chat_turn(pending, voice, clip, history, conversation, temperature, top_p, seed):
-            yield (*out, None)
+        yield from self.chat_turn(heard, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     # ------------------------------------------------------------------ voices tab
-    def add_voice(self, name, clip, description):
+    def add_voice(self, name, clip, description, *current):
+        if not name or not name.strip():
+            raise gr.Error("Give the new voice a name (letters, digits, - and _).")
         if clip is None:
-            raise gr.Error("Upload or record a clip of the voice (3 s or more of speech).")
+            raise gr.Error("Upload or record a clip of the voice (3 s or more of one speaker).")
         try:
-            v = self.engine.voices.add(name, clip, codec=self.engine.codec, description=description or "")
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
+            v = self.engine.voices.add(name.strip(), clip, codec=self.engine.codec, description=description or "")
+        except Exception as exc:
+            raise readable(exc) from exc
         gr.Info(f"Added voice {v.name}")
-        return self._voice_updates(v.name)
+        return self.voice_updates(v.name, current)
 
-    def rename_voice(self, old, new):
+    def rename_voice(self, old, new, *current):
+        if not old:
+            raise gr.Error("Choose the voice to rename.")
         try:
-            v = self.engine.voices.rename(old, new)
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
-        return self._voice_updates(v.name)
+            v = self.engine.voices.rename(old, (new or "").strip())
+        except Exception as exc:
+            raise readable(exc) from exc
+        gr.Info(f"Renamed {old} to {v.name}")
+        return self.voice_updates(v.name, current, renamed=(old, v.name))
 
-    def delete_voice(self, name):
+    def delete_voice(self, name, *current):
+        if not name:
+            raise gr.Error("Choose the voice to delete.")
         try:
             self.engine.voices.delete(name)
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
-        return self._voice_updates(None)
+        except Exception as exc:
+            raise readable(exc) from exc
+        gr.Info(f"Deleted {name}")
+        return self.voice_updates(None, current)
 
     def preview_voice(self, name):
         if not name:
@@ -184,21 +291,37 @@ class UI:
         try:
             v = self.engine.voices.get(name)
             sr, wav = self.engine.voices.preview(name)
-        except EngineError as exc:
-            raise gr.Error(str(exc)) from exc
-        info = f"**{v.name}** — {v.duration:.1f} s{' (bundled)' if v.bundled else ''}. {v.description} {('Licence: ' + v.licence) if v.licence else ''}"
+        except Exception as exc:
+            raise readable(exc) from exc
+        licence = getattr(v, "licence", "")
+        info = (f"**{v.name}** — {v.duration:.1f} s{' (bundled)' if v.bundled else ''}. {v.description}"
+                f"{'  Licence: ' + licence if licence else ''}")
         return (sr, wav), info
 
-    def _voice_updates(self, selected):
+    def voice_updates(self, selected: str | None, current=(), renamed: tuple[str, str] | None = None):
+        """New choices for the library dropdown and the three voice pickers; a picker whose voice
+        was renamed follows it, one whose voice is gone falls back to the first voice."""
         names = self.voice_choices()
-        pick = [UPLOAD] + names
-        return (gr.update(choices=names, value=selected), gr.update(choices=pick), gr.update(choices=pick), gr.update(choices=pick))
+        library = gr.update(choices=names, value=selected if selected in names else (names[0] if names else None))
+        pickers = []
+        for value in list(current) + [None] * (3 - len(current)):
+            if renamed and value == renamed[0]:
+                value = renamed[1]
+            if value != UPLOAD and value not in names:
+                value = names[0] if names else UPLOAD
+            pickers.append(gr.update(choices=[UPLOAD] + names, value=value))
+        return (library, *pickers)
+
+    def on_load(self, *current):
+        """Page load: fresh voice lists (the library may have changed from the CLI) and status."""
+        return (*self.voice_updates(None, current), self.header_status())
 
 
-def knobs(cfg, with_llm: bool = True):
+def knobs(cfg, with_llm: bool = True) -> tuple:
+    """The generation settings accordion; returns (steps, chain, guidance, perceptual, temperature, top_p, seed)."""
     with gr.Accordion("Settings", open=False):
         with gr.Row():
-            steps = gr.Slider(1, 64, value=cfg.perceptual.flow.steps, step=1, label="ODE steps / MaskGIT iterations")
+            steps = gr.Slider(1, 64, value=cfg.perceptual.flow.steps, step=1, label="ODE steps (flow) / MaskGIT iterations (SoundStorm)")
             chain = gr.Radio(["implicit", "explicit"], value=cfg.perceptual.flow.chain, label="Flow chain")
             perceptual = gr.Radio(["flow", "soundstorm"], value=cfg.perceptual.kind, label="Perceptual model")
         with gr.Row():
@@ -209,72 +332,96 @@ def knobs(cfg, with_llm: bool = True):
     return steps, chain, guidance, perceptual, temperature, top_p, seed
 
 
-def build_demo(engine: Engine) -> gr.Blocks:
-    ui = UI(engine)
+def voice_picker(names: list[str], default: str, label: str):
+    """Library dropdown + upload/record clip; a new clip selects itself in the dropdown."""
+    dropdown = gr.Dropdown([UPLOAD] + names, value=default, label=label)
+    with gr.Accordion("…or use your own voice clip (upload or record 3 s or more)", open=not names):
+        clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice clip")
+    clip.change(lambda c: gr.update(value=UPLOAD) if c is not None else gr.skip(), clip, dropdown, api_name=False,
+                concurrency_limit=None, queue=False)
+    return dropdown, clip
+
+
+def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = None) -> gr.Blocks:
+    """The whole app. ``concurrency``: how many model requests run at once (all users together);
+    ``live_audio``: see ``UI``."""
+    ui = UI(engine, live_audio=live_audio)
     cfg = engine.config
     names = ui.voice_choices()
     default_voice = names[0] if names else UPLOAD
-    with gr.Blocks(title="SpeechGPT-Gen assistant") as demo:
+    heavy = {"concurrency_id": MODELS, "concurrency_limit": max(1, int(concurrency))}
+    light = {"concurrency_limit": None}
+    with gr.Blocks(title="SpeechGPT-Gen assistant", analytics_enabled=False, delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
         gr.Markdown("# SpeechGPT-Gen assistant\nTalk, type, or convert speech — in any voice from a 3-second sample.")
+        header = gr.Markdown(ui.header_status())
         if cfg.profile == "tiny":
             gr.Markdown(f"> {TINY_NOTE}")
         with gr.Tab("Chat", id="chat"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Conversation", height=380)
+                    chatbot = gr.Chatbot(label="Conversation", height=380, placeholder="Talk, type, or send a clip.", elem_id="chatbot")
                     with gr.Row():
                         message = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=4)
                         send = gr.Button("Send", variant="primary", scale=1)
                     with gr.Row():
-                        mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Talk hands-free (ends after a pause)")
-                        question = gr.Audio(sources=["upload", "microphone"], type="numpy", label="…or send a clip")
-                    ask = gr.Button("Send clip")
+                        mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
+                                       label="Talk hands-free (a pause ends your turn)", elem_id="handsfree")
+                        question = gr.Audio(sources=["upload", "microphone"], type="numpy", label="…or send a recorded / uploaded clip")
+                    with gr.Row():
+                        vad_state = gr.Markdown("🎙️ microphone off", elem_id="vad-state")
+                        ask = gr.Button("Send clip")
                 with gr.Column(scale=2):
-                    chat_voice = gr.Dropdown([UPLOAD] + names, value=default_voice, label="Reply voice")
-                    chat_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice clip (when not from the library)")
-                    reply_audio = gr.Audio(label="Reply", autoplay=True, interactive=False)
+                    chat_voice, chat_clip = voice_picker(names, default_voice, "Reply voice")
+                    if ui.live_audio:
+                        live = gr.Audio(label="Reply (plays as it is generated)", streaming=True, autoplay=True, interactive=False,
+                                        elem_id="live-reply")
+                    else:  # same outputs either way, so the API does not depend on ffmpeg
+                        live = gr.Audio(visible=False, interactive=False, elem_id="live-reply")
+                    reply_audio = gr.Audio(label="Whole reply" if ui.live_audio else "Reply", autoplay=not ui.live_audio,
+                                           interactive=False, elem_id="reply")
                     reply_file = gr.File(label="Download reply")
-                    latency = gr.Markdown()
-                    vad_state = gr.Markdown("listening…")
+                    latency = gr.Markdown(elem_id="latency")
                     clear = gr.Button("Clear conversation")
-            _, _, _, _, c_temp, c_top_p, c_seed = knobs(cfg)
-            conversation = gr.State(None)
-            segmenter = gr.State(None)
-            pending = gr.State(None)
-            chat_inputs = [chat_voice, chat_clip, chatbot, conversation, c_temp, c_top_p, c_seed]
-            chat_outputs = [chatbot, reply_audio, reply_file, latency, conversation]
-            message.submit(ui.chat_text, [message] + chat_inputs, chat_outputs, api_name="chat_text").then(lambda: "", None, message)
-            send.click(ui.chat_text, [message] + chat_inputs, chat_outputs, api_name=False).then(lambda: "", None, message)
-            ask.click(ui.chat_clip, [question] + chat_inputs, chat_outputs, api_name="chat_audio")
-            mic.stream(ui.mic_stream, [mic, segmenter, pending], [segmenter, pending, vad_state], stream_every=0.5, api_name=False)
-            pending.change(ui.chat_pending, [pending] + chat_inputs, chat_outputs + [pending], api_name=False)
-            clear.click(lambda: ([], None, None, None, ""), None, [chatbot, conversation, reply_audio, reply_file, latency], api_name=False)
+            c_knobs = knobs(cfg)
+            conversation = gr.State(None)  # engine Conversation, one per browser session
+            segmenter = gr.State(None)  # VadSegmenter of this session's microphone
+            heard = gr.State(None)  # the last utterance the VAD finished: (16000, float32 array)
+            chat_in = [chat_voice, chat_clip, chatbot, conversation, *c_knobs]
+            chat_out = [chatbot, live, reply_audio, reply_file, latency, conversation]
+            message.submit(ui.chat_text, [message, *chat_in], chat_out + [message], api_name="chat_text", **heavy)
+            send.click(ui.chat_text, [message, *chat_in], chat_out + [message], api_name=False, **heavy)
+            ask.click(ui.chat_audio, [question, *chat_in], chat_out, api_name="chat_audio", **heavy)
+            mic.stream(ui.mic_stream, [mic, segmenter], [segmenter, heard, vad_state], stream_every=0.5, api_name=False,
+                       show_progress="hidden", **light)
+            mic.stop_recording(ui.mic_stopped, segmenter, [segmenter, heard, vad_state], api_name=False, **light)
+            heard.change(ui.chat_heard, [heard, *chat_in], chat_out, api_name=False, **heavy)
+            clear.click(lambda: ([], None, None, None, None, "", None), None, [chatbot, conversation, live, reply_audio, reply_file, latency, segmenter],
+                        api_name=False, queue=False)
         with gr.Tab("Text to speech", id="tts"):
             with gr.Row():
                 with gr.Column():
                     text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a three second sample.")
-                    tts_voice = gr.Dropdown([UPLOAD] + names, value=default_voice, label="Voice")
-                    tts_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice clip (when not from the library)")
+                    tts_voice, tts_clip = voice_picker(names, default_voice, "Voice")
                     t_knobs = knobs(cfg)
                     speak = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     tts_audio = gr.Audio(label="Speech", interactive=False)
                     tts_file = gr.File(label="Download")
                     tts_info = gr.Markdown()
-            speak.click(ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_audio, tts_file, tts_info], api_name="tts")
+            speak.click(ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_audio, tts_file, tts_info], api_name="tts", **heavy)
         with gr.Tab("Voice conversion", id="vc"):
             with gr.Row():
                 with gr.Column():
                     source = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech to convert")
-                    vc_voice = gr.Dropdown([UPLOAD] + names, value=default_voice, label="Target voice")
-                    vc_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Target voice clip (when not from the library)")
+                    vc_voice, vc_clip = voice_picker(names, default_voice, "Target voice")
                     steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False)
                     convert = gr.Button("Convert", variant="primary")
                 with gr.Column():
                     vc_audio = gr.Audio(label="Converted", interactive=False)
                     vc_file = gr.File(label="Download")
                     vc_info = gr.Markdown()
-            convert.click(ui.convert, [source, vc_voice, vc_clip, steps, chain, guidance, perceptual, seed], [vc_audio, vc_file, vc_info], api_name="convert")
+            convert.click(ui.convert, [source, vc_voice, vc_clip, steps, chain, guidance, perceptual, seed], [vc_audio, vc_file, vc_info],
+                          api_name="convert", **heavy)
         with gr.Tab("Voices", id="voices"):
             with gr.Row():
                 with gr.Column():
@@ -290,24 +437,26 @@ def build_demo(engine: Engine) -> gr.Blocks:
                     add_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Clip (3 s or more of one speaker)")
                     add_desc = gr.Textbox(label="Description (optional)")
                     add = gr.Button("Add voice", variant="primary")
-            voice_outputs = [library, chat_voice, tts_voice, vc_voice]
-            library.change(ui.preview_voice, library, [preview, info], api_name=False)
-            add.click(ui.add_voice, [add_name, add_clip, add_desc], voice_outputs, api_name="add_voice")
-            rename.click(ui.rename_voice, [library, new_name], voice_outputs, api_name=False)
-            delete.click(ui.delete_voice, library, voice_outputs, api_name=False)
+            pickers = [chat_voice, tts_voice, vc_voice]
+            voice_out = [library, *pickers]
+            library.change(ui.preview_voice, library, [preview, info], api_name=False, **light)
+            add.click(ui.add_voice, [add_name, add_clip, add_desc, *pickers], voice_out, api_name="add_voice", **heavy)
+            rename.click(ui.rename_voice, [library, new_name, *pickers], voice_out, api_name="rename_voice", **light)
+            delete.click(ui.delete_voice, [library, *pickers], voice_out, api_name="delete_voice", **light)
         with gr.Tab("Status", id="status"):
-            status = gr.Markdown(ui.status_markdown())
+            status = gr.Markdown(ui.status())
             with gr.Row():
                 refresh = gr.Button("Refresh")
                 load = gr.Button("Load all models now")
-            refresh.click(ui.status_markdown, None, status, api_name=False)
+            refresh.click(ui.status, None, status, api_name="status", **light).then(ui.header_status, None, header, api_name=False, queue=False)
 
             def load_all(progress=gr.Progress()):
                 try:
-                    engine.load(progress=lambda f, m: progress(f, desc=m))
-                except EngineError as exc:
-                    raise gr.Error(str(exc)) from exc
-                return ui.status_markdown()
+                    engine.load(progress=ui._progress(progress))
+                except Exception as exc:
+                    raise readable(exc) from exc
+                return ui.status(), ui.header_status()
 
-            load.click(load_all, None, status, api_name=False)
+            load.click(load_all, None, [status, header], api_name=False, **heavy)
+        demo.load(ui.on_load, pickers, [library, *pickers, header], api_name=False, **light)
     return demo

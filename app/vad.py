@@ -13,10 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, resample
+from engine.audio import SAMPLE_RATE
 
 FRAME_MS = 30
 FRAME = SAMPLE_RATE * FRAME_MS // 1000  # 480 samples
+FLOOR_WINDOW = 66  # frames (~2 s) of idle audio the noise floor is estimated from
+FLOOR_PERCENTILE = 20
+GATE = 4.0  # a speech frame is at least 12 dB above the noise floor
+MIN_LEVEL = 10 ** (-60 / 20)  # and above -60 dBFS
+UNKNOWN_ROOM_LEVEL = 10 ** (-40 / 20)  # ... or -40 dBFS while the room noise is still unknown
+MIN_ROOM_FRAMES = 10  # non-muted idle frames needed before muted ones are left out of the floor
+DIGITAL_SILENCE = 1e-5  # -100 dBFS: the lowest floor (muted input, noise-suppressed microphones)
 
 
 @dataclass
@@ -41,6 +48,13 @@ class VadSegmenter:
         self.start_frames = start_frames
         self.reset()
 
+    @classmethod
+    def from_config(cls, server) -> "VadSegmenter":
+        """From the ``server`` config section (``vad_*`` fields; missing ones keep the defaults)."""
+        names = {"vad_aggressiveness": "aggressiveness", "vad_pause_ms": "pause_ms", "vad_preroll_ms": "preroll_ms",
+                 "vad_min_speech_ms": "min_speech_ms", "vad_max_seconds": "max_seconds"}
+        return cls(**{arg: getattr(server, key) for key, arg in names.items() if getattr(server, key, None) is not None})
+
     def reset(self) -> None:
         self._pending = np.zeros(0, dtype=np.float32)
         self._frame_index = 0
@@ -53,6 +67,9 @@ class VadSegmenter:
         self._start = 0
         self._last_voiced_end = 0
         self._floor: float | None = None
+        self._idle_levels: deque[float] = deque(maxlen=FLOOR_WINDOW)
+        self._resampler = None
+        self._room_known = False
 
     @property
     def active(self) -> bool:
@@ -68,7 +85,7 @@ class VadSegmenter:
         if x.ndim == 2:
             x = x.mean(axis=1) if x.shape[1] <= 8 else x.mean(axis=0)
         if sample_rate != SAMPLE_RATE and x.size:
-            x = resample(x, sample_rate, SAMPLE_RATE)
+            x = self._resample(x, int(sample_rate))
         self._pending = np.concatenate([self._pending, x])
         done: list[Utterance] = []
         while self._pending.size >= FRAME:
@@ -78,6 +95,14 @@ class VadSegmenter:
                 done.append(u)
         return done
 
+    def _resample(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Streaming resampler (one per input rate): no edge clicks between chunks."""
+        import soxr
+
+        if self._resampler is None or self._resampler[0] != sample_rate:
+            self._resampler = (sample_rate, soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"))
+        return self._resampler[1].resample_chunk(np.ascontiguousarray(x, dtype=np.float32))
+
     def flush(self) -> list[Utterance]:
         """End of stream: the utterance in progress, if long enough."""
         u = self._finish() if self._active else None
@@ -85,10 +110,19 @@ class VadSegmenter:
 
     def _is_speech(self, frame: np.ndarray) -> bool:
         """WebRTC VAD, gated by energy: WebRTC alone fires on steady background noise, so a frame
-        must also be 12 dB above the tracked noise floor (a slowly rising running minimum)."""
+        must also be 12 dB above the noise floor. The floor is a low percentile of the frame levels
+        heard outside utterances over the last ~2 s; inside an utterance it is held, so long or
+        loud speech never raises it (which would cut the utterance short)."""
         rms = float(np.sqrt(np.mean(frame**2)) + 1e-7)
-        self._floor = rms if self._floor is None else min(self._floor * 1.02, rms) if rms < self._floor * 1.02 else self._floor * 1.02
-        if rms < max(4.0 * self._floor, 10 ** (-60 / 20)):
+        if not self._active:
+            self._idle_levels.append(max(rms, DIGITAL_SILENCE))
+            levels = np.asarray(self._idle_levels)
+            room = levels[levels > DIGITAL_SILENCE]  # muted stretches say nothing about the room noise,
+            self._room_known = room.size >= MIN_ROOM_FRAMES  # unless too little else was heard to judge by
+            self._floor = float(np.percentile(room if self._room_known else levels, FLOOR_PERCENTILE))
+        # until the room has been heard, only clearly audible frames count (the start of room noise
+        # after a muted stretch is not speech)
+        if rms < max(GATE * (self._floor or 0.0), MIN_LEVEL if self._room_known else UNKNOWN_ROOM_LEVEL):
             return False
         pcm = (np.clip(frame, -1, 1) * 32767).astype(np.int16).tobytes()
         return self.vad.is_speech(pcm, SAMPLE_RATE)

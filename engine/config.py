@@ -53,6 +53,9 @@ class ServerConfig:
     concurrency: int = 1  # requests that may run at once on the models
     vad_pause_ms: int = 700  # silence that ends an utterance
     vad_aggressiveness: int = 2  # WebRTC VAD mode 0..3
+    vad_preroll_ms: int = 300  # audio kept from before the detected start of speech
+    vad_min_speech_ms: int = 250  # shorter voiced bursts (coughs, clicks) are dropped
+    vad_max_seconds: float = 30.0  # an utterance is cut here even without a pause
 
 
 @dataclass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,3 +39,14 @@ def start_app(tmp_path: Path, timeout: float = 180.0):
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"the app did not start in {timeout} s: {(tmp_path / 'app.log').read_text()[-3000:]}")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_engine():
+    """One real Engine on the tiny profile shared by the in-process app tests (models load once);
+    its voice library lives in a temporary folder."""
+    from engine.config import load_config
+    from engine.pipeline import Engine
+
+    voices = tempfile.mkdtemp(prefix="app-test-voices-")
+    return Engine(load_config("tiny", overrides=[f"paths.voices_dir={voices}"]))

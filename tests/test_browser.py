@@ -1,42 +1,95 @@
-"""Headless Chromium (Debian's, driven by Playwright): load the page, click through the tabs,
-run a TTS request, save a screenshot under test-artifacts/."""
+"""Headless Chromium (Debian's, driven by Playwright) against the real app on the tiny profile:
+load the page, click through the tabs, run a TTS request, chat by typing, and talk hands-free
+through a fake microphone (Chromium plays a WAV file as the capture device). Screenshots are
+saved under test-artifacts/."""
 
 import shutil
-from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.app_helpers import ROOT, start_app
+from tests.audio_helpers import voiced
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT = 180_000  # ms; the first request loads the tiny models
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium); "
+                                                        "the headless-browser tests need it")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
-def test_page_tabs_and_tts(tmp_path):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api")
-    proc, url = start_app(tmp_path)
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
+    tmp = tmp_path_factory.mktemp("browser")
+    # what the fake microphone says: room noise, ~1.2 s of speech-like sound, then a long pause
+    rng = np.random.default_rng(0)
+    speech = np.concatenate([np.zeros(24000), voiced(1.2, seed=5, amp=0.4), np.zeros(64000)])
+    speech = speech + 0.003 * rng.standard_normal(speech.size)
+    sf.write(tmp / "mic.wav", (np.clip(speech, -1, 1) * 32767).astype(np.int16), 16000, subtype="PCM_16")
+    args = ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-audio-capture={tmp / 'mic.wav'}%noloop"]
+    proc, url = start_app(tmp)
+    ARTIFACTS.mkdir(exist_ok=True)
     try:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+            context = chromium.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
+            page = context.new_page()
             page.goto(url, wait_until="domcontentloaded", timeout=120_000)
             page.get_by_role("tab", name="Chat").wait_for(timeout=60_000)
-            for name in ["Voice conversion", "Voices", "Status", "Text to speech"]:
-                page.get_by_role("tab", name=name).click()
-                page.wait_for_timeout(300)
-            assert page.get_by_role("button", name="Generate").is_visible()
-            page.get_by_role("button", name="Generate").click()
-            page.get_by_text("RTF").first.wait_for(timeout=180_000)  # the metrics line of a finished request
-            page.screenshot(path=str(artifacts / "ui-tts.png"), full_page=True)
-            page.get_by_role("tab", name="Chat").click()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(artifacts / "ui-chat.png"), full_page=True)
-            browser.close()
+            yield page
+            chromium.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert (artifacts / "ui-tts.png").stat().st_size > 10_000
+
+
+def test_tabs_and_tts(browser):
+    page = browser
+    for name in ["Voice conversion", "Voices", "Status", "Text to speech"]:
+        page.get_by_role("tab", name=name).click()
+        page.wait_for_timeout(300)
+    assert page.get_by_text("Every model this profile uses is available").count() >= 1  # the status tab rendered
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("RTF").first.wait_for(timeout=TIMEOUT)  # the metrics line of a finished request
+    assert page.get_by_text("Spoken text").first.is_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-tts.png"), full_page=True)
+    assert (ARTIFACTS / "ui-tts.png").stat().st_size > 10_000
+
+
+def test_typed_chat_turn(browser):
+    page = browser
+    page.get_by_role("tab", name="Chat").click()
+    box = page.get_by_placeholder("Type a message and press Enter")
+    box.fill("Hello, who are you?")
+    box.press("Enter")
+    chat = page.locator("#chatbot")
+    chat.get_by_text("Hello, who are you?").wait_for(timeout=30_000)
+    page.locator("#latency").get_by_text("RTF").wait_for(timeout=TIMEOUT)
+    assert box.input_value() == ""  # the message box is cleared
+    for close in page.locator(".toast-close").all():  # the tiny models' "cut at its token budget" notes
+        close.click()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "ui-chat.png"), full_page=True)
+
+
+def test_hands_free_microphone_turn(browser):
+    """Streaming microphone -> server-side VAD -> a chat turn, with no click after 'Record'."""
+    page = browser
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("button", name="Clear conversation").click()
+    page.locator("#handsfree").get_by_role("button", name="Record").click()
+    page.locator("#vad-state").get_by_text("heard").wait_for(timeout=60_000)
+    chat = page.locator("#chatbot")
+    try:
+        chat.get_by_text("🎤").first.wait_for(timeout=TIMEOUT)
+        page.locator("#latency").get_by_text("RTF").wait_for(timeout=TIMEOUT)  # the turn finished
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "ui-handsfree.png"), full_page=True)
+    assert chat.inner_text().count("🎤") == 1  # one utterance, one turn
+    assert "…" not in chat.inner_text()  # transcript and reply text arrived

@@ -1,0 +1,74 @@
+"""launch.py and app/server.py: flags over config defaults, credentials, the plain-http warning."""
+
+import pytest
+
+import launch
+from app import server
+
+
+def test_parse_auth(tmp_path):
+    assert server.parse_auth(None, None) is None
+    assert server.parse_auth("me:se:cret", None) == [("me", "se:cret")]
+    f = tmp_path / "users"
+    f.write_text("# team\nann:one\n\nbob:two\n")
+    assert server.parse_auth("me:x", str(f)) == [("me", "x"), ("ann", "one"), ("bob", "two")]
+    for bad in ["nopassword", ":x", "me:"]:
+        with pytest.raises(SystemExit, match="user:password"):
+            server.parse_auth(bad, None)
+    with pytest.raises(SystemExit, match="no such file"):
+        server.parse_auth(None, str(tmp_path / "missing"))
+
+
+def test_http_warning_only_for_plain_http_to_other_machines():
+    for host in ["127.0.0.1", "localhost", "::1"]:
+        assert server.http_warning(host, share=False, tls=False) is None
+    warning = server.http_warning("0.0.0.0", share=False, tls=False)
+    assert warning and "microphone" in warning and "--share" in warning
+    assert server.http_warning("192.168.1.5", share=True, tls=False) is None
+    assert server.http_warning("192.168.1.5", share=False, tls=True) is None
+
+
+@pytest.fixture
+def served(monkeypatch):
+    calls = {}
+    monkeypatch.setattr(server, "serve", lambda engine, **kw: calls.update(kw, engine=engine))
+    return calls
+
+
+def test_launch_uses_config_defaults_then_flags(served, monkeypatch):
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    assert launch.main(["--profile", "tiny"]) == 0
+    assert (served["host"], served["port"], served["share"], served["auth"], served["concurrency"]) == ("127.0.0.1", 7860, False, None, 1)
+    import os
+
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert launch.main(["--profile", "tiny", "--set", "server.port=9000", "--set", "server.concurrency=3"]) == 0
+    assert served["port"] == 9000 and served["concurrency"] == 3
+    assert launch.main(["--profile", "tiny", "--host", "0.0.0.0", "--port", "8080", "--share", "--auth", "a:b", "--concurrency", "2"]) == 0
+    assert (served["host"], served["port"], served["share"], served["auth"], served["concurrency"]) == ("0.0.0.0", 8080, True, [("a", "b")], 2)
+    assert served["engine"].config.profile == "tiny"
+
+
+def test_launch_reports_bad_config_without_traceback(served, capsys):
+    assert launch.main(["--profile", "tiny", "--set", "server.no_such_key=1"]) == 1
+    assert "error:" in capsys.readouterr().err and not served
+
+
+def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
+    """serve() builds the demo with the model concurrency group and queues it."""
+    seen = {}
+
+    class Demo:
+        def queue(self, **kw):
+            seen["queue"] = kw
+
+        def launch(self, **kw):
+            seen["launch"] = kw
+
+    import app.ui
+
+    monkeypatch.setattr(app.ui, "build_demo", lambda engine, concurrency: seen.update(concurrency=concurrency) or Demo())
+    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0)
+    assert seen["concurrency"] == 1 and seen["queue"] == {"default_concurrency_limit": 1}
+    assert seen["launch"]["server_name"] == "0.0.0.0" and seen["launch"]["server_port"] == 1234
+    assert "block the microphone" in caplog.text
