@@ -367,4 +367,9 @@ def _looks_like_path(text: str) -> bool:
     """A voice/user string that names an existing audio file rather than a voice name or a message."""
     from pathlib import Path
 
-    return len(text) < 4096 and "\n" not in text and Path(text).expanduser().is_file()
+    if len(text) >= 4096 or "\n" in text or "\x00" in text:
+        return False
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):  # e.g. a long typed message: "File name too long"
+        return False
