@@ -59,6 +59,13 @@ def test_chat_typed_and_spoken(engine):
     assert len(conv) == 2
 
 
+def test_long_typed_message_is_text_not_a_path(engine):
+    long_line = "why " * 200  # longer than a file name may be: the file system raises, not us
+    events = list(engine.chat(long_line, "Tester", options=GenerationOptions(seed=5)))
+    assert isinstance(events[0], Transcript) and events[0].text == long_line
+    assert isinstance(events[-1], ChatDone)
+
+
 def test_voice_from_clip_and_errors(engine):
     r = engine.convert((16000, voiced(0.8)), (44100, voiced(1.5, sr=44100, f0=250)), options=GenerationOptions(seed=0))
     assert frames_ok(r.wav)
