@@ -1,0 +1,103 @@
+"""Evaluate zero-shot TTS / voice conversion (WER, speaker similarity), or build a test set.
+
+    python -m engine eval tts --manifest M.jsonl --out DIR [--steps 4,8,16] [--profile ...]
+    python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain explicit]
+    python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
+    python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli.common import add_config_args, config_from_args, run_cli
+
+
+def _steps(text: str) -> list[int | None]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps takes comma-separated integers, e.g. 4,8,16 (got {text!r})") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("--steps values must be positive integers")
+    return list(dict.fromkeys(values))
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    add_config_args(parser)
+    parser.add_argument("--manifest", required=True, help="JSONL test set (see docs/evaluation.md)")
+    parser.add_argument("--out", required=True, help="folder for audio, items.csv, summary.md and the plot")
+    parser.add_argument("--steps", type=_steps, default=[None], help="ODE steps (flow) / iterations (SoundStorm), e.g. 4,8,16 (default: config)")
+    parser.add_argument("--perceptual", choices=["flow", "soundstorm"], default=None)
+    parser.add_argument("--chain", choices=["implicit", "explicit"], default=None)
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items")
+    parser.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
+    parser.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
+    parser.add_argument("--no-ground-truth", action="store_true", help="skip scoring the real recordings / sources")
+
+
+def _run(task: str, args: argparse.Namespace) -> int:
+    from engine.eval.asr import WhisperASR
+    from engine.eval.evaluate import Evaluator, evaluate, markdown_table, summarize
+    from engine.eval.speaker import load_speaker_encoder
+    from engine.eval.testsets import read_manifest
+    from engine.pipeline import Engine, GenerationOptions
+
+    if args.perceptual:
+        args.overrides.append(f"perceptual.kind={args.perceptual}")
+    config = config_from_args(args)
+    items = read_manifest(args.manifest, task)[: args.limit]
+    engine = Engine(config)
+    score_device = "cuda" if engine.device.type == "cuda" else "cpu"
+    print(f"loading scorers ({args.asr} ASR, {args.speaker} speaker encoder) ...", flush=True)
+    evaluator = Evaluator(WhisperASR.load(args.asr, score_device), load_speaker_encoder(args.speaker, score_device))
+    print(f"ASR: {evaluator.asr.name}; speaker encoder: {evaluator.speaker.name}; {len(items)} items", flush=True)
+    options = GenerationOptions(chain=args.chain, guidance_scale=args.guidance, perceptual=args.perceptual, seed=args.seed)
+
+    def progress(done: int, total: int, message: str) -> None:
+        print(f"[{done}/{total}] {message}", flush=True)
+
+    rows = evaluate(task, items, engine, evaluator, args.out, steps=args.steps, options=options,
+                    ground_truth=not args.no_ground_truth, progress=progress)
+    print(markdown_table(summarize(rows)))
+    print(f"wrote {args.out}/items.csv, summary.md, summary.json" + (" and wer_sim_vs_steps.png" if len(args.steps) > 1 else ""))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from engine.eval.testsets import build_testset, read_manifest
+
+    path = build_testset(args.corpus, args.root, args.out, task=args.task, speakers=args.speakers,
+                         per_speaker=args.per_speaker, prompt_seconds=args.prompt_seconds, seed=args.seed)
+    n = len(read_manifest(path))
+    print(f"wrote {path} ({n} items)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for task, text in (("tts", "zero-shot TTS: speak each item's text in its prompt voice"),
+                       ("vc", "zero-shot voice conversion: each item's source in its prompt voice")):
+        _add_run_args(sub.add_parser(task, help=text, description=text))
+    b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy")
+    b.add_argument("corpus", choices=["librispeech", "vctk"])
+    b.add_argument("--root", required=True, help="the corpus folder (LibriSpeech split or VCTK root)")
+    b.add_argument("--out", required=True, help="folder for manifest.jsonl and the prompt crops")
+    b.add_argument("--task", choices=["tts", "vc"], default=None, help="default: librispeech -> tts, vctk -> vc")
+    b.add_argument("--speakers", type=int, default=None, help="speakers to sample (default: 40 for LibriSpeech, all for VCTK)")
+    b.add_argument("--per-speaker", type=int, default=1, help="items per speaker (0 = every 4-10 s utterance)")
+    b.add_argument("--prompt-seconds", type=float, default=3.0)
+    b.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "build-testset":
+        return run_cli(lambda: _build(args))
+    return run_cli(lambda: _run(args.command, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

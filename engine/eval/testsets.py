@@ -1,0 +1,233 @@
+"""Evaluation manifests and builders for the paper's test protocols (section 4.2).
+
+A manifest is a JSONL file, one ``EvalItem`` per line. Paths are relative to the manifest's
+folder (or absolute)::
+
+    {"id": "1089-134686-0001", "prompt": "prompts/1089-134686-0001.wav",
+     "text": "stuff it into you his belly counselled him", "reference": "/data/.../1089-134686-0001.flac"}
+    {"id": "p226_010-p225", "prompt": "prompts/p226_010-p225.wav", "source": "/data/.../p226_010_mic1.flac",
+     "text": "transcript of the source"}
+
+* ``tts``: ``prompt`` (voice, cropped to 3 s) + ``text`` (what to say); ``reference`` (the real
+  recording of ``text``, optional) gives a ground-truth row in the report.
+* ``vc``: ``prompt`` + ``source`` (speech to convert); ``text`` (the source's transcript) is the
+  WER reference. Without ``text`` the source audio's own ASR transcript is used.
+
+Builders, from a local copy of the corpus:
+
+* LibriSpeech test-clean (zero-shot TTS, Table 1): 40 speakers; per speaker a random 3 s crop of
+  one utterance is the prompt and the transcript of *another* 4-10 s utterance is the text.
+* VCTK (zero-shot VC, Table 1 and section 5): per speaker a random 3 s crop of one utterance is
+  the prompt and a 4-10 s utterance is the source. The source is taken from a *different*
+  speaker (otherwise "conversion" would only copy the source's own voice); ``--task tts`` builds
+  the TTS variant of section 5.1 instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable
+
+from engine.audio import SAMPLE_RATE, load_audio, save_wav
+from engine.errors import EngineError
+
+PROMPT_SECONDS = 3.0
+MIN_TARGET_SECONDS = 4.0
+MAX_TARGET_SECONDS = 10.0
+
+
+@dataclass
+class EvalItem:
+    id: str
+    prompt: str  # voice prompt audio
+    text: str | None = None  # TTS input / reference transcript
+    source: str | None = None  # VC source audio
+    reference: str | None = None  # ground-truth recording of ``text`` (TTS)
+    speaker: str | None = None  # prompt speaker
+    source_speaker: str | None = None
+
+
+def read_manifest(path: str | Path, task: str | None = None) -> list[EvalItem]:
+    """Read a JSONL manifest; relative paths become absolute. Checks what ``task`` needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"manifest {path} not found; build one with `python -m engine eval build-testset`")
+    base = path.parent
+    names = {f.name for f in fields(EvalItem)}
+    items: list[EvalItem] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+        unknown = set(raw) - names
+        if unknown:
+            raise EngineError(f"{path}:{n}: unknown field(s) {sorted(unknown)}; allowed: {sorted(names)}")
+        if "prompt" not in raw:
+            raise EngineError(f"{path}:{n}: every item needs a 'prompt' audio path")
+        raw.setdefault("id", f"item{n:05d}")
+        raw["id"] = str(raw["id"])
+        if raw["id"] in seen:
+            raise EngineError(f"{path}:{n}: duplicate id {raw['id']!r}")
+        seen.add(raw["id"])
+        for key in ("prompt", "source", "reference"):
+            if raw.get(key):
+                p = Path(raw[key]).expanduser()
+                raw[key] = str(p if p.is_absolute() else (base / p).resolve())
+                if not Path(raw[key]).is_file():
+                    raise EngineError(f"{path}:{n}: {key} file {raw[key]} does not exist")
+        item = EvalItem(**raw)
+        if task == "tts" and not item.text:
+            raise EngineError(f"{path}:{n}: a TTS item needs 'text'")
+        if task == "vc" and not item.source:
+            raise EngineError(f"{path}:{n}: a VC item needs 'source' audio")
+        items.append(item)
+    if not items:
+        raise EngineError(f"manifest {path} has no items")
+    return items
+
+
+def write_manifest(path: str | Path, items: Iterable[EvalItem]) -> Path:
+    """Write items as JSONL; paths inside the manifest's folder are stored relative to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    lines = []
+    for item in items:
+        row = {k: v for k, v in asdict(item).items() if v is not None}
+        for key in ("prompt", "source", "reference"):
+            if key in row:
+                p = Path(row[key]).resolve()
+                row[key] = str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
+        lines.append(json.dumps(row, ensure_ascii=False))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- corpora
+@dataclass
+class Utterance:
+    id: str
+    speaker: str
+    path: Path
+    text: str
+    seconds: float
+
+
+def _duration(path: Path) -> float:
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def scan_librispeech(root: str | Path) -> list[Utterance]:
+    """``root`` is a LibriSpeech split (``.../LibriSpeech/test-clean``) or any folder above it."""
+    root = Path(root)
+    utts: list[Utterance] = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            uid, _, text = line.strip().partition(" ")
+            audio = next((trans.parent / f"{uid}{ext}" for ext in (".flac", ".wav") if (trans.parent / f"{uid}{ext}").is_file()), None)
+            if audio is None:
+                continue
+            utts.append(Utterance(uid, uid.split("-")[0], audio, text.strip(), _duration(audio)))
+    if not utts:
+        raise EngineError(f"no LibriSpeech utterances under {root} (expected SPEAKER/CHAPTER/*.trans.txt with .flac files)")
+    return utts
+
+
+def scan_vctk(root: str | Path) -> list[Utterance]:
+    """VCTK 0.92 (``wav48_silence_trimmed/pXXX/pXXX_NNN_mic1.flac``) or 0.80 (``wav48/pXXX/pXXX_NNN.wav``) + ``txt/``."""
+    root = Path(root)
+    texts = {t.stem: t for t in root.rglob("txt/*/*.txt")}
+    utts: list[Utterance] = []
+    for audio in sorted(p for p in root.rglob("*") if p.suffix in (".flac", ".wav") and "txt" not in p.parts):
+        stem = audio.stem
+        if stem.endswith("_mic2"):
+            continue  # one microphone is enough
+        uid = stem.removesuffix("_mic1")
+        if uid not in texts:
+            continue
+        utts.append(Utterance(uid, uid.split("_")[0], audio, texts[uid].read_text(encoding="utf-8").strip(), _duration(audio)))
+    if not utts:
+        raise EngineError(f"no VCTK utterances under {root} (expected txt/pXXX/*.txt and wav48*/pXXX/ audio)")
+    return utts
+
+
+def _crop_prompt(utt: Utterance, out: Path, rng: random.Random, seconds: float) -> Path:
+    wav = load_audio(utt.path)  # 16 kHz mono
+    n = int(seconds * SAMPLE_RATE)
+    start = rng.randint(0, max(wav.size - n, 0))
+    return save_wav(out, wav[start:start + n], SAMPLE_RATE)
+
+
+def build_testset(
+    corpus: str,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    task: str | None = None,
+    speakers: int | None = None,
+    per_speaker: int = 1,
+    prompt_seconds: float = PROMPT_SECONDS,
+    min_seconds: float = MIN_TARGET_SECONDS,
+    max_seconds: float = MAX_TARGET_SECONDS,
+    seed: int = 0,
+) -> Path:
+    """Build ``out_dir/manifest.jsonl`` (+ ``out_dir/prompts/*.wav``) for ``corpus`` in librispeech | vctk.
+
+    ``task`` defaults to the paper's use of the corpus (librispeech -> tts, vctk -> vc);
+    ``speakers`` to the paper's count (40 for LibriSpeech, all for VCTK). Deterministic in ``seed``.
+    """
+    if corpus == "librispeech":
+        utts, task, speakers = scan_librispeech(root), task or "tts", speakers if speakers is not None else 40
+    elif corpus == "vctk":
+        utts, task, speakers = scan_vctk(root), task or "vc", speakers if speakers is not None else 0
+    else:
+        raise EngineError(f"unknown corpus {corpus!r}; use librispeech or vctk")
+    if task not in ("tts", "vc"):
+        raise EngineError(f"unknown task {task!r}; use tts or vc")
+    rng = random.Random(seed)
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in utts:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    targets = {s: [u for u in us if min_seconds <= u.seconds <= max_seconds] for s, us in by_speaker.items()}
+    usable = sorted(s for s, us in by_speaker.items()
+                    if targets[s] and any(u.seconds >= prompt_seconds for u in us) and len(us) >= 2)
+    if task == "vc" and len(usable) < 2:
+        raise EngineError("voice conversion needs at least two usable speakers (a source and a target voice)")
+    if not usable:
+        raise EngineError(f"no speaker has both a {min_seconds:g}-{max_seconds:g} s utterance and another of at least {prompt_seconds:g} s")
+    chosen = sorted(rng.sample(usable, speakers)) if speakers and speakers < len(usable) else usable
+    out_dir = Path(out_dir)
+    prompt_dir = out_dir / "prompts"
+    items: list[EvalItem] = []
+    for i, spk in enumerate(chosen):
+        # the source/target utterances: from this speaker (TTS) or the next chosen speaker (VC)
+        src_spk = chosen[(i + 1) % len(chosen)] if task == "vc" else spk
+        pool = list(targets[src_spk])
+        rng.shuffle(pool)
+        for target in pool[: per_speaker if per_speaker > 0 else len(pool)]:
+            prompts = [u for u in by_speaker[spk] if u.id != target.id and u.seconds >= prompt_seconds]
+            if not prompts:
+                continue
+            prompt_utt = rng.choice(prompts)
+            item_id = target.id if task == "tts" else f"{target.id}-to-{spk}"
+            prompt_path = _crop_prompt(prompt_utt, prompt_dir / f"{item_id}.wav", rng, prompt_seconds)
+            if task == "tts":
+                items.append(EvalItem(item_id, str(prompt_path), text=target.text, reference=str(target.path), speaker=spk))
+            else:
+                items.append(EvalItem(item_id, str(prompt_path), text=target.text, source=str(target.path),
+                                      speaker=spk, source_speaker=src_spk))
+    return write_manifest(out_dir / "manifest.jsonl", items)
