@@ -83,6 +83,7 @@ class Evaluator:
         self.asr = asr
         self.speaker = speaker
         self._prompt_emb: dict[str, np.ndarray] = {}
+        self._heard: dict[str, str] = {}  # source path -> ASR transcript (VC items without text)
 
     def prompt_embedding(self, item: EvalItem) -> np.ndarray:
         if item.prompt not in self._prompt_emb:
@@ -94,8 +95,9 @@ class Evaluator:
         if item.text:
             return item.text
         if item.source:
-            item.text = self.asr.transcribe(load_audio(item.source))
-            return item.text
+            if item.source not in self._heard:
+                self._heard[item.source] = self.asr.transcribe(load_audio(item.source))
+            return self._heard[item.source]
         raise EngineError(f"item {item.id} has neither text nor source audio to score against")
 
     def score(self, item: EvalItem, wav: np.ndarray, system: str, steps: int | None, audio_path: str,

@@ -125,8 +125,7 @@ class Utterance:
 def _duration(path: Path) -> float:
     import soundfile as sf
 
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
+    return float(sf.info(str(path)).duration)
 
 
 def scan_librispeech(root: str | Path) -> list[Utterance]:
