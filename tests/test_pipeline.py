@@ -75,6 +75,7 @@ def test_voice_from_clip_and_errors(engine):
         engine.tts("hi", "Nobody")
     with pytest.raises(EngineError, match="no text"):
         engine.tts("   ", "Tester")
+    engine.semantic  # noqa: B018 - loads it (lazily) when this test runs alone
     status = {s.role: s for s in engine.status()}
     assert status["codec"].loaded and status["codec"].available and status["semantic"].loaded
 
@@ -96,6 +97,10 @@ def test_tts_and_chat_cli(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "transcript:" in run.stdout and "reply text:" in run.stdout
     assert sf.read(out2)[1] == 16000
-    run = subprocess.run([sys.executable, "-m", "engine", "tts", "--profile", "tiny", "--text", "x", "--voice", str(voice), "--out", str(out),
-                          "--perceptual", "soundstorm"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    for task, args in (("tts", ["--text", "x"]), ("chat", ["--input", str(question)])):  # the discrete baseline end to end
+        out3 = tmp_path / f"{task}-soundstorm.wav"
+        run = subprocess.run([sys.executable, "-m", "engine", task, "--profile", "tiny", *args, "--voice", str(voice), "--out", str(out3),
+                              "--perceptual", "soundstorm", "--seed", "1"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        data, sr = sf.read(out3)
+        assert sr == 16000 and data.size > 0
