@@ -213,7 +213,9 @@ class Engine:
         add("semantic", sem.family, sem.path, self._semantic, f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
         kind = cfg.perceptual.kind
         pc = getattr(cfg.perceptual, kind)
-        add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), self._perceptual.get(kind), "float32")
+        model = self._perceptual.get(kind)
+        dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if model is not None else getattr(pc, "dtype", "float32")
+        add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
         return out
 
     # ------------------------------------------------------------------ helpers

@@ -63,6 +63,16 @@ def _seeded(seed: int, build):
         return build()
 
 
+def flow_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that supports it, else float32; names as in torch."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"unknown perceptual.flow.dtype {name!r}; use auto, float32, bfloat16 or float16")
+    return dtypes[name]
+
+
 class FlowPerceptual:
     """The continuous perceptual model behind the PerceptualModel interface."""
 
@@ -70,6 +80,7 @@ class FlowPerceptual:
 
     def __init__(self, cfg: FlowConfig, codec: Codec, device: torch.device):
         self.cfg, self.codec, self.device = cfg, codec, device
+        self.dtype = flow_dtype(cfg.dtype, device)
         self._models: dict[str, FlowModel] = {}
         self.default_chain = cfg.chain if cfg.random_init else None
         if not cfg.random_init:
@@ -78,7 +89,7 @@ class FlowPerceptual:
                     "no flow-matching model is configured (no public weights exist): train one with "
                     "`python -m engine train-flow`, then --set perceptual.flow.path=RUN/final, or use --perceptual soundstorm"
                 )
-            model = FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device)
+            model = FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device).cast_weights(self.dtype)
             self.default_chain = model.cfg.chain
             self._models[model.cfg.chain] = model
 
@@ -90,7 +101,7 @@ class FlowPerceptual:
             if not self.cfg.random_init:
                 raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain is needed")
             cfg = FlowModelConfig.preset(self.cfg.size, feature_dim=self.codec.dim, codec=self.codec.name, chain=chain)
-            self._models[chain] = _seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval()
+            self._models[chain] = _seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval().cast_weights(self.dtype)
         return self._models[chain]
 
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:

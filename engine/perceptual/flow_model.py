@@ -117,20 +117,21 @@ class FlowEstimator(nn.Module):
     def condition(self, context: Tensor, semantic: Tensor | None) -> Tensor:
         """Projection of everything that stays fixed during one ODE solve -> [B, N, dim]."""
         _, w_sem, w_ctx, _ = self._columns()
-        cond = F.linear(context, w_ctx, self.to_embed.bias)
+        dtype = w_ctx.dtype  # half-precision weights: the network runs in their dtype
+        cond = F.linear(context.to(dtype), w_ctx, self.to_embed.bias)
         if w_sem is not None:
             if semantic is None:
                 raise ValueError("this model needs the semantic embedding as input")
-            cond = cond + F.linear(semantic, w_sem)
+            cond = cond + F.linear(semantic.to(dtype), w_sem)
         return cond
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor, mask: Tensor | None) -> Tensor:
-        """x [B, N, F], t [B] (or scalar) -> v [B, N, F]."""
+        """x [B, N, F], t [B] (or scalar) -> v [B, N, F] in x's dtype (the ODE state keeps its precision)."""
         w_x = self._columns()[0]
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
+        t = torch.as_tensor(t, dtype=w_x.dtype, device=x.device).reshape(-1)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
-        h = F.linear(x, w_x) + cond + self.time_term(t)  # [B, N, dim]
-        return self.to_pred(self.backbone(h, mask))
+        h = F.linear(x.to(w_x.dtype), w_x) + cond + self.time_term(t)  # [B, N, dim]
+        return self.to_pred(self.backbone(h, mask)).to(x.dtype)
 
     def forward(self, x: Tensor, t: Tensor, context: Tensor, semantic: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         return self.velocity(x, t, self.condition(context, semantic), mask)
@@ -151,6 +152,13 @@ class FlowModel(nn.Module):
     @property
     def estimator(self) -> FlowEstimator:
         return self.cfm.estimator  # type: ignore[return-value]
+
+    def cast_weights(self, dtype: torch.dtype) -> "FlowModel":
+        """Run the network in ``dtype`` (e.g. bfloat16 on a GPU). Only parameters change: the
+        feature statistics stay float32, and so do the ODE state and ``generate``'s outputs."""
+        for param in self.parameters():
+            param.data = param.data.to(dtype)
+        return self
 
     # -------------------------------------------------------------- normalisation
     def set_feature_stats(self, mean: Tensor, std: Tensor) -> None:
