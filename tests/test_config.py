@@ -55,6 +55,7 @@ def test_info_runs_offline(profile):
     assert out.returncode == 0, out.stderr
     assert f"# profile: {profile}" in out.stdout
     assert "## models" in out.stdout and "CUDA available" in out.stdout
+    assert "WER: whisper-" in out.stdout and "speaker similarity: " in out.stdout  # the eval scorers, found offline
     if profile == "tiny":
         assert "Ready" in out.stdout and "not a real voice" in out.stdout
     else:

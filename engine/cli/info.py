@@ -87,6 +87,22 @@ def device_lines() -> list[str]:
     return lines
 
 
+def scorer_lines() -> list[str]:
+    """WER and speaker-similarity models that ``eval`` would use; never loads or downloads them."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        return ["not installed: `.venv/bin/pip install -e .[eval]` (or `bash scripts/install.sh --dev`)"]
+    from engine.errors import ModelUnavailableError
+    from engine.eval.asr import resolve_whisper_model
+    from engine.eval.speaker import describe_speaker_encoder
+
+    try:
+        choice = resolve_whisper_model("auto")
+        asr = f"{choice.name} ({choice.path})"
+    except ModelUnavailableError as exc:
+        asr = f"none: {exc}"
+    return [f"WER: {asr}", f"speaker similarity: {describe_speaker_encoder('auto')}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine info", description=__doc__)
     add_config_args(parser)
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = model_availability(cfg)
     for _role, ok, msg in rows:
         print(f"[{'ok' if ok else '--'}] {msg}")
+    print("\n## evaluation scorers (python -m engine eval)")
+    print("\n".join(scorer_lines()))
     active = {"codec", "semantic", cfg.perceptual.kind}
     missing = [r for r, ok, _ in rows if r in active and not ok]
     print()

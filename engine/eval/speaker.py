@@ -125,6 +125,19 @@ def load_speaker_encoder(spec: str | None = "auto", device: str = "cpu") -> Spea
     return ResemblyzerEncoder(device)
 
 
+def describe_speaker_encoder(spec: str = "auto") -> str:
+    """Which encoder ``load_speaker_encoder(spec)`` would use, without loading it."""
+    import importlib.util
+
+    if spec != "resemblyzer":
+        path = _wavlm_path(spec)
+        if path is not None:
+            return f"{WavLMEncoder.name} ({path}), as in the paper"
+    if importlib.util.find_spec("resemblyzer") is not None:
+        return f"{ResemblyzerEncoder.name} (offline fallback; {WAVLM_REPO} is not cached)"
+    return "none: install the eval extras and `pip install --no-deps resemblyzer==0.1.4`"
+
+
 def speaker_similarity(encoder: SpeakerEncoder, a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of the two clips' speaker embeddings (1 = same direction)."""
     return cosine(encoder.embed(a), encoder.embed(b))
