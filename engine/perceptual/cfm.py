@@ -60,21 +60,22 @@ class ConditionalFlowMatching(nn.Module):
         prompt_lengths [B] (default: drawn per sample)."""
         b, n, _ = complete.shape
         dev = complete.device
+        rng_dev = generator.device if generator is not None else dev  # draw where the generator lives, else on the data's device
         frames = torch.arange(n, device=dev)[None, :]  # [1, N]
         valid = frames < lengths[:, None].to(dev)  # [B, N]
         # random prompt prefix per sample: p ~ U[0, min(len, max_prompt) - 1)
         upper = (lengths.to(dev).clamp(max=self.max_prompt_frames) - 1).clamp(min=1).float()
-        p = (torch.rand(b, generator=generator, device="cpu").to(dev) * upper).long() if prompt_lengths is None else prompt_lengths.to(dev)
+        p = (torch.rand(b, generator=generator, device=rng_dev).to(dev) * upper).long() if prompt_lengths is None else prompt_lengths.to(dev)
         prompt = frames < p[:, None]  # [B, N]
         if self.training and self.prompt_dropout > 0:  # classifier-free guidance: sometimes no prompt
-            drop = torch.rand(b, generator=generator, device="cpu").to(dev) < self.prompt_dropout
+            drop = torch.rand(b, generator=generator, device=rng_dev).to(dev) < self.prompt_dropout
             prompt_shown = prompt & ~drop[:, None]
         else:
             prompt_shown = prompt
         context = complete * prompt_shown[..., None]
         target = complete - semantic if self.chain.predict_perceptual else complete
-        x0 = torch.randn(complete.shape, generator=generator, device="cpu").to(dev) + self.prior_mean(semantic)
-        t = torch.rand(b, generator=generator, device="cpu").to(dev)
+        x0 = torch.randn(complete.shape, generator=generator, device=rng_dev).to(dev) + self.prior_mean(semantic)
+        t = torch.rand(b, generator=generator, device=rng_dev).to(dev)
         tt = t[:, None, None]
         xt = (1 - (1 - self.sigma_min) * tt) * x0 + tt * target
         u = target - (1 - self.sigma_min) * x0
