@@ -44,6 +44,18 @@ def test_eval_vc_tiny_writes_csv_table_and_plot(tmp_path, clips, capsys):
     assert (out / "wer_sim_vs_steps.png").stat().st_size > 5000
     assert "flow-implicit-1" in capsys.readouterr().out
 
+    # --resume keeps what is done and redoes only what is missing
+    (out / "audio" / "flow-implicit-2" / "b.wav").unlink()
+    rc = cli(["eval", "vc", "--profile", "tiny", "--manifest", str(manifest), "--out", str(out), "--steps", "1,2", "--resume"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert printed.count("kept from the earlier run") == 5 and "flow-implicit-2 b\n" in printed
+    again = {(r["system"], r["id"]): r for r in csv.DictReader(open(out / "items.csv"))}
+    assert len(again) == 6 and (out / "audio" / "flow-implicit-2" / "b.wav").is_file()
+    for r in rows:
+        if (r["system"], r["id"]) != ("flow-implicit-2", "b"):
+            assert again[(r["system"], r["id"])] == r
+
 
 def test_eval_tts_tiny_soundstorm(tmp_path, clips):
     manifest = write_manifest(tmp_path / "m.jsonl", [EvalItem("t", str(clips["prompt"]), text="Hello there.", reference=str(clips["src"]))])

@@ -37,6 +37,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
     parser.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
     parser.add_argument("--no-ground-truth", action="store_true", help="skip scoring the real recordings / sources")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of an earlier run in --out whose audio exists")
 
 
 def _run(task: str, args: argparse.Namespace) -> int:
@@ -61,7 +62,7 @@ def _run(task: str, args: argparse.Namespace) -> int:
         print(f"[{done}/{total}] {message}", flush=True)
 
     rows = evaluate(task, items, engine, evaluator, args.out, steps=args.steps, options=options,
-                    ground_truth=not args.no_ground_truth, progress=progress)
+                    ground_truth=not args.no_ground_truth, resume=args.resume, progress=progress)
     print(markdown_table(summarize(rows)))
     print(f"wrote {args.out}/items.csv, summary.md, summary.json" + (" and wer_sim_vs_steps.png" if len(args.steps) > 1 else ""))
     return 0

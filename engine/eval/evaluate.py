@@ -125,9 +125,14 @@ def evaluate(
     steps: Sequence[int | None] = (None,),
     options=None,
     ground_truth: bool = True,
+    resume: bool = False,
     progress: Progress | None = None,
 ) -> list[Row]:
-    """Generate and score every item at every step count; write the report; return all rows."""
+    """Generate and score every item at every step count; write the report; return all rows.
+
+    ``items.csv`` is rewritten after every item, so an interrupted run keeps what it did; with
+    ``resume`` the rows of an earlier run whose audio is still there are kept, not redone.
+    """
     from engine.pipeline import GenerationOptions
 
     if task not in ("tts", "vc"):
@@ -138,16 +143,29 @@ def evaluate(
     rows: list[Row] = []
     total = len(items) * (len(steps) + int(ground_truth))
     done = 0
+    earlier = read_rows(out_dir / "items.csv") if resume else {}
 
     def tick(message: str) -> None:
         nonlocal done
         done += 1
+        write_rows(out_dir / "items.csv", rows)
         if progress:
             progress(done, total, message)
+
+    def reuse(system: str, item: EvalItem) -> bool:
+        row = earlier.get((system, item.id))
+        audio = None if row is None else Path(row.audio) if Path(row.audio).is_absolute() else out_dir / row.audio
+        if row is None or row.error or audio is None or not audio.is_file():
+            return False
+        rows.append(row)
+        tick(f"{system} {item.id} (kept from the earlier run)")
+        return True
 
     if ground_truth:
         for item in items:
             real = item.reference if task == "tts" else item.source
+            if reuse("ground-truth" if task == "tts" else "source", item):
+                continue
             if real:
                 wav = load_audio(real)
                 rows.append(evaluator.score(item, wav, "ground-truth" if task == "tts" else "source", None, real, None))
@@ -157,6 +175,8 @@ def evaluate(
         system = system_name(perceptual, chain, n_steps)
         call = replace(options, steps=n_steps)
         for item in items:
+            if reuse(system, item):
+                continue
             ref = evaluator.reference_text(item)
             try:
                 if task == "tts":
@@ -201,16 +221,39 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
     return "\n".join(lines)
 
 
+def write_rows(path: Path, rows: Sequence[Row]) -> None:
+    """items.csv, written atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(Row.__dataclass_fields__))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(asdict(r))
+    tmp.replace(path)
+
+
+def read_rows(path: Path) -> dict[tuple[str, str], Row]:
+    """Rows of an earlier items.csv by (system, id); empty when there is none."""
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            out[(raw["system"], raw["id"])] = Row(
+                raw["system"], int(raw["steps"]) if raw["steps"] else None, raw["id"], float(raw["wer"]), int(raw["errors"]),
+                int(raw["reference_words"]), float(raw["similarity"]), float(raw["audio_seconds"]),
+                float(raw["rtf"]) if raw["rtf"] else None, raw["reference_text"], raw["hypothesis"], raw["audio"], raw["error"],
+            )
+    return out
+
+
 def write_report(task: str, rows: Sequence[Row], out_dir: str | Path, meta: dict | None = None) -> dict[str, Path]:
     """items.csv, summary.md, summary.json and (several step counts) the plot. Returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "items.csv", "markdown": out_dir / "summary.md", "json": out_dir / "summary.json"}
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(Row.__dataclass_fields__))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(asdict(r))
+    write_rows(paths["csv"], rows)
     summaries = summarize(rows)
     meta = dict(meta or {})
     header = [f"# Zero-shot {'TTS' if task == 'tts' else 'voice conversion'} evaluation", ""]
