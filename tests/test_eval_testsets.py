@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from engine.errors import EngineError
-from engine.eval.testsets import EvalItem, build_testset, read_manifest, write_manifest
+from engine.eval.testsets import EvalItem, build_testset, read_manifest, sentence_case, write_manifest
 from tests.audio_helpers import voiced
 
 # seconds of each speaker's utterances: one too short for a prompt, some 4-10 s, one too long
@@ -48,7 +48,7 @@ def test_librispeech_tts_protocol(tmp_path):
     for item in items:
         target_index = int(item.id.rsplit("-", 1)[1])
         assert DURATIONS[target_index] in (5.0, 6.0)  # 4-10 s targets only
-        assert item.text == f"WORDS OF UTTERANCE {target_index} BY {item.speaker}"
+        assert item.text == f"Words of utterance {target_index} by {item.speaker}"  # sentence case for the LLM
         assert item.reference.endswith(f"{item.id}.flac")
         prompt, sr = sf.read(item.prompt)
         assert sr == 16000 and len(prompt) == 3 * 16000  # a 3 s crop
@@ -104,3 +104,9 @@ def test_manifest_validation(tmp_path):
         (tmp_path / "bad.jsonl").write_text(text + "\n")
         with pytest.raises(EngineError, match=message):
             read_manifest(tmp_path / "bad.jsonl")
+
+
+def test_sentence_case():
+    assert sentence_case("HE SAID I WAS THERE AND I'M HERE") == "He said I was there and I'm here"
+    assert sentence_case("Already Mixed case.") == "Already Mixed case."
+    assert sentence_case("") == ""

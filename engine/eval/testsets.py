@@ -4,7 +4,7 @@ A manifest is a JSONL file, one ``EvalItem`` per line. Paths are relative to the
 folder (or absolute)::
 
     {"id": "1089-134686-0001", "prompt": "prompts/1089-134686-0001.wav",
-     "text": "stuff it into you his belly counselled him", "reference": "/data/.../1089-134686-0001.flac"}
+     "text": "Stuff it into you his belly counselled him", "reference": "/data/.../1089-134686-0001.flac"}
     {"id": "p226_010-p225", "prompt": "prompts/p226_010-p225.wav", "source": "/data/.../p226_010_mic1.flac",
      "text": "transcript of the source"}
 
@@ -16,7 +16,8 @@ folder (or absolute)::
 Builders, from a local copy of the corpus:
 
 * LibriSpeech test-clean (zero-shot TTS, Table 1): 40 speakers; per speaker a random 3 s crop of
-  one utterance is the prompt and the transcript of *another* 4-10 s utterance is the text.
+  one utterance is the prompt and the transcript of *another* 4-10 s utterance is the text
+  (its ALL-CAPS turned into sentence case, as the LLM reads text; WER ignores case anyway).
 * VCTK (zero-shot VC, Table 1 and section 5): per speaker a random 3 s crop of one utterance is
   the prompt and a 4-10 s utterance is the source. The source is taken from a *different*
   speaker (otherwise "conversion" would only copy the source's own voice); ``--task tts`` builds
@@ -128,6 +129,17 @@ def _duration(path: Path) -> float:
     return float(sf.info(str(path)).duration)
 
 
+def sentence_case(text: str) -> str:
+    """LibriSpeech's ALL-CAPS transcripts as a language model reads text: "he said i was" -> "He said I was".
+    Text that is not all upper case is returned unchanged."""
+    if not text or text != text.upper():
+        return text
+    words = text.lower().split()
+    words = ["I" if w == "i" else "I" + w[1:] if w.startswith("i'") else w for w in words]
+    out = " ".join(words)
+    return out[:1].upper() + out[1:]
+
+
 def scan_librispeech(root: str | Path) -> list[Utterance]:
     """``root`` is a LibriSpeech split (``.../LibriSpeech/test-clean``) or any folder above it."""
     root = Path(root)
@@ -140,7 +152,7 @@ def scan_librispeech(root: str | Path) -> list[Utterance]:
             audio = next((trans.parent / f"{uid}{ext}" for ext in (".flac", ".wav") if (trans.parent / f"{uid}{ext}").is_file()), None)
             if audio is None:
                 continue
-            utts.append(Utterance(uid, uid.split("-")[0], audio, text.strip(), _duration(audio)))
+            utts.append(Utterance(uid, uid.split("-")[0], audio, sentence_case(text.strip()), _duration(audio)))
     if not utts:
         raise EngineError(f"no LibriSpeech utterances under {root} (expected SPEAKER/CHAPTER/*.trans.txt with .flac files)")
     return utts
