@@ -72,7 +72,7 @@ def test_typed_chat_turn(browser):
     chat.get_by_text("Hello, who are you?").wait_for(timeout=30_000)
     page.locator("#latency").get_by_text("RTF").wait_for(timeout=TIMEOUT)
     assert box.input_value() == ""  # the message box is cleared
-    for close in page.locator(".toast-close").all():  # the tiny models' "cut at its token budget" notes
+    for close in page.locator(".toast-close").all():  # the tiny models' "cut off at its length limit" notes
         close.click()
     page.wait_for_timeout(300)
     page.screenshot(path=str(ARTIFACTS / "ui-chat.png"), full_page=True)

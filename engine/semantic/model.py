@@ -260,7 +260,9 @@ class SemanticModel:
                 yield "text", (seg.name, body[len(shown):])
             if stop_token is None:  # budget reached: close the slot ourselves so the reply stays well-formed
                 log.warning("semantic model: the %s slot hit its token budget", seg.name)
-                yield "warning", f"the {seg.name} was cut at its token budget"
+                what = {"units": "spoken reply", "text": "reply text", "transcript": "transcript"}.get(seg.name, seg.name)
+                knob = "semantic.sampling.max_new_tokens" if seg.name == "units" else "semantic.max_text_tokens"
+                yield "warning", f"the {what} was cut off at its length limit (token budget; raise {knob} for longer replies)"
                 stop_token = seg.stops[0]
                 if any(isinstance(s, Slot) for s in scaffold[index + 1:]):
                     seq.append(self.vocab[stop_token])
