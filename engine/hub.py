@@ -38,6 +38,23 @@ def download_hint(path: str | Path, filenames: list[str], subfolder: str | None 
     return f"run `hf download {path} {files}` on a machine with internet access (or copy the files into a folder and point the config at it)"
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers on 443 (a quick check so that an offline machine gets the
+    "how to get the files" message at once, not after the download library's retries). Behind a
+    proxy the check is skipped (the proxy decides)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def resolve_files(path: str | Path, filenames: list[str], subfolder: str | None = None, what: str = "model") -> list[Path]:
     """Paths of ``filenames`` from a local folder or a hub id (cache first, then a download unless
     ``HF_HUB_OFFLINE`` is set). Raises ModelUnavailableError naming every missing file."""
@@ -47,13 +64,16 @@ def resolve_files(path: str | Path, filenames: list[str], subfolder: str | None 
         try:
             from huggingface_hub import hf_hub_download
 
+            if not hub_reachable():
+                raise ConnectionError("the hub is not reachable from this machine")
             for name in missing:
                 found[name] = Path(hf_hub_download(str(path), name, subfolder=subfolder))
             missing = []
         except Exception as exc:  # offline, unknown repo, no permission...
+            reason = str(exc) if type(exc) is ConnectionError else type(exc).__name__
             raise ModelUnavailableError(
                 f"{what}: could not get {', '.join(missing)} from {path}"
-                f"{'/' + subfolder if subfolder else ''} ({type(exc).__name__}). "
+                f"{'/' + subfolder if subfolder else ''} ({reason}). "
                 f"{download_hint(path, missing, subfolder)}"
             ) from exc
     if missing:

@@ -27,7 +27,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, load_audio, save_wav
-from engine.errors import EngineError
+from engine.errors import EngineError, ModelUnavailableError
 from engine.eval.speaker import SpeakerEncoder, cosine
 from engine.eval.testsets import EvalItem
 from engine.eval.textnorm import WerStats, normalize_for_wer, wer_stats
@@ -161,6 +161,11 @@ def evaluate(
         tick(f"{system} {item.id} (kept from the earlier run)")
         return True
 
+    # the models this task needs, loaded before any work so that missing weights stop the run at once
+    engine.codec  # noqa: B018
+    engine.perceptual(perceptual)
+    if task == "tts":
+        engine.semantic  # noqa: B018
     if ground_truth:
         for item in items:
             real = item.reference if task == "tts" else item.source
@@ -183,6 +188,8 @@ def evaluate(
                     result = engine.tts(ref, item.prompt, options=call)
                 else:
                     result = engine.convert(item.source, item.prompt, options=call)
+            except ModelUnavailableError:
+                raise  # missing weights fail every item alike: stop with the one message that says how to get them
             except EngineError as exc:
                 log.warning("%s %s failed: %s", system, item.id, exc)
                 rows.append(_failed_row(item, ref, system, n_steps, str(exc)))
@@ -286,26 +293,29 @@ def plot_vs_steps(summaries: Sequence[Summary], path: str | Path) -> Path | None
     import matplotlib.pyplot as plt
 
     fig, (ax_wer, ax_sim) = plt.subplots(1, 2, figsize=(9, 3.6))
-    all_steps: set[int] = set()
+    all_steps = sorted({s.steps for points in series.values() for s in points})
     for name, points in series.items():
         points = sorted(points, key=lambda s: s.steps)
-        xs = [p.steps for p in points]
-        all_steps.update(xs)
-        ax_wer.plot(xs, [100 * p.wer for p in points], marker="o", label=name)
-        ax_sim.plot(xs, [p.similarity for p in points], marker="o", label=name)
+        for ax, values in ((ax_wer, [100 * p.wer for p in points]), (ax_sim, [p.similarity for p in points])):
+            xy = [(p.steps, v) for p, v in zip(points, values) if math.isfinite(v)]  # failed settings have no SIM
+            if xy:
+                ax.plot(*zip(*xy), marker="o", label=name)
     truth = next((s for s in summaries if s.system in ("ground-truth", "source")), None)
     if truth is not None:
         label = truth.system.replace("-", " ") + (" (unconverted)" if truth.system == "source" else "")
-        ax_wer.axhline(100 * truth.wer, color="gray", linestyle="--", label=label)
-        ax_sim.axhline(truth.similarity, color="gray", linestyle="--", label=label)
+        for ax, value in ((ax_wer, 100 * truth.wer), (ax_sim, truth.similarity)):
+            if math.isfinite(value):
+                ax.axhline(value, color="gray", linestyle="--", label=label)
     for ax, label in ((ax_wer, "WER (%)"), (ax_sim, "speaker similarity")):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(all_steps), [str(s) for s in sorted(all_steps)])
+        ax.set_xlim(all_steps[0] / 1.3, all_steps[-1] * 1.3)
+        ax.set_xticks(all_steps, [str(s) for s in all_steps])
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("ODE steps / iterations")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    ax_sim.legend(fontsize=8)
+    if ax_sim.get_legend_handles_labels()[0]:
+        ax_sim.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -356,4 +356,7 @@ class SemanticModel:
 def _offline() -> bool:
     import os
 
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    from engine.hub import hub_reachable
+
+    # an unreachable hub counts as offline: the cache is used, and a miss fails at once with our message
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or not hub_reachable()
