@@ -67,8 +67,22 @@ def test_speak_stream_and_transcribe(tiny):
 
 def test_budget_cut_is_reported(tiny):
     reply = tiny.respond(Conversation(), [1, 2, 3], SamplingConfig(max_new_tokens=20, seed=0))
-    assert any("token budget" in w for w in reply.warnings)
+    assert any("token budget" in w and "cut off" in w for w in reply.warnings)
     assert len(reply.units) <= 20
+
+
+def test_template_markers_never_appear_in_text(tiny):
+    """Even a model that wants nothing but template markers ([Human], <eoh>...) writes none into the
+    transcript or reply text: only the slot's own stop token may end it."""
+    model = SemanticModel.tiny(tiny.cfg)
+    markers = [model.vocab[t] for t in model.family.special_tokens if t in model.vocab]
+    with torch.no_grad():
+        model.model.lm_head.weight[markers] *= 0
+        model.model.lm_head.weight[markers] += 50.0 * model.model.lm_head.weight.abs().max()  # dominant logits
+    for user in ([5, 6, 7], "hello"):
+        reply = model.respond(Conversation(), user, SamplingConfig(max_new_tokens=40, seed=1))
+        for text in (reply.transcript, reply.text):
+            assert not any(t in text for t in model.family.special_tokens if t not in ("<sosp>", "<eosp>")), text
 
 
 def test_conversation_grows_and_stays_in_window(tiny):

@@ -190,8 +190,11 @@ class SemanticModel:
             mask[:] = True
             mask[self.unit_ids] = False
             mask[list(stops)] = False
-        else:  # no speech units inside text
+        else:  # no speech units inside text, and no template markers ([Human], <eoh>...) but the slot's own stops
             mask[self.unit_ids] = True
+            for t in self.family.special_tokens:
+                if t not in seg.stops and t in self.vocab:
+                    mask[self.vocab[t]] = True
         for t in seg.banned:
             if t in self.vocab:
                 mask[self.vocab[t]] = True
