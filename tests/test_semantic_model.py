@@ -71,18 +71,35 @@ def test_budget_cut_is_reported(tiny):
     assert len(reply.units) <= 20
 
 
+def favour(model: SemanticModel, token_ids: list[int]) -> None:
+    """Make ``token_ids`` the model's overwhelming choice at every step (a hook on the output logits)."""
+    def hook(_module, _inputs, logits):
+        logits[..., token_ids] += 1e4
+        return logits
+
+    model.model.lm_head.register_forward_hook(hook)
+
+
 def test_template_markers_never_appear_in_text(tiny):
     """Even a model that wants nothing but template markers ([Human], <eoh>...) writes none into the
     transcript or reply text: only the slot's own stop token may end it."""
     model = SemanticModel.tiny(tiny.cfg)
     markers = [model.vocab[t] for t in model.family.special_tokens if t in model.vocab]
-    with torch.no_grad():
-        model.model.lm_head.weight[markers] *= 0
-        model.model.lm_head.weight[markers] += 50.0 * model.model.lm_head.weight.abs().max()  # dominant logits
+    favour(model, markers)
     for user in ([5, 6, 7], "hello"):
         reply = model.respond(Conversation(), user, SamplingConfig(max_new_tokens=40, seed=1))
         for text in (reply.transcript, reply.text):
             assert not any(t in text for t in model.family.special_tokens if t not in ("<sosp>", "<eosp>")), text
+
+
+def test_end_of_text_token_closes_a_text_slot(tiny):
+    """A model that ends its text with the tokenizer's </s> gets a well-formed reply: the slot is closed
+    with its own stop, no </s> in the text, and the speech span still follows."""
+    model = SemanticModel.tiny(tiny.cfg)
+    favour(model, [model.tokenizer.eos_token_id])
+    reply = model.respond(Conversation(), "hello", SamplingConfig(max_new_tokens=40, seed=1))
+    assert model.tokenizer.eos_token not in reply.text and reply.text == ""
+    assert len(reply.units) > 0
 
 
 def test_conversation_grows_and_stays_in_window(tiny):

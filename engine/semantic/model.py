@@ -244,6 +244,8 @@ class SemanticModel:
             stop_token = None
             while len(slot_ids) < max(limit, 0):
                 token = sample_next(logits.float().masked_fill(mask, float("-inf")).cpu(), torch.tensor(seq), sampling, gen)
+                if token == self.tokenizer.eos_token_id and token not in stops and seg.name != "units":
+                    token = self.vocab[seg.stops[0]]  # the model's own end-of-text closes the slot as its stop would
                 seq.append(token)
                 used += 1
                 logits = self._forward([token], cache)
