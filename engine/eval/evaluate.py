@@ -167,14 +167,14 @@ def evaluate(
     if task == "tts":
         engine.semantic  # noqa: B018
     if ground_truth:
+        truth = "ground-truth" if task == "tts" else "source"
         for item in items:
             real = item.reference if task == "tts" else item.source
-            if reuse("ground-truth" if task == "tts" else "source", item):
+            if reuse(truth, item):
                 continue
             if real:
-                wav = load_audio(real)
-                rows.append(evaluator.score(item, wav, "ground-truth" if task == "tts" else "source", None, real, None))
-            tick(f"ground truth {item.id}")
+                rows.append(evaluator.score(item, load_audio(real), truth, None, real, None))
+            tick(f"{truth} {item.id}")
     for n_steps in steps:
         chain = (options.chain or engine.config.perceptual.flow.chain) if perceptual == "flow" else None
         system = system_name(perceptual, chain, n_steps)
