@@ -27,6 +27,8 @@ __all__ = ["SemanticModel", "ChatReply", "ChatEvent", "TranscriptDelta", "TextDe
 
 log = logging.getLogger(__name__)
 
+REPLACEMENT = "\ufffd"  # what decoding shows for bytes that never formed a character: never shown to the user
+
 
 # ------------------------------------------------------------------------------ events
 @dataclass
@@ -257,12 +259,12 @@ class SemanticModel:
                     yield "unit", self.unit_of[token]
                 else:
                     text = self.tokenizer.decode(slot_ids)
-                    if not text.endswith("\ufffd") and len(text) > len(shown):
-                        yield "text", (seg.name, text[len(shown):])
+                    if not text.endswith(REPLACEMENT) and len(text) > len(shown):
+                        yield "text", (seg.name, text[len(shown):].replace(REPLACEMENT, ""))
                         shown = text
             body = self.tokenizer.decode(slot_ids)
             if seg.name != "units" and len(body) > len(shown):  # flush a character held back as incomplete
-                yield "text", (seg.name, body[len(shown):])
+                yield "text", (seg.name, body[len(shown):].replace(REPLACEMENT, ""))
             if stop_token is None:  # budget reached: close the slot ourselves so the reply stays well-formed
                 log.warning("semantic model: the %s slot hit its token budget", seg.name)
                 what = {"units": "spoken reply", "text": "reply text", "transcript": "transcript"}.get(seg.name, seg.name)

@@ -196,7 +196,8 @@ def prompt_family(name: str) -> PromptFamily:
 
 
 def clean_slot_text(text: str, stop: str | None = None) -> str:
-    """Slot output without its stop token and the separators around it ("; ", newlines)."""
+    """Slot output without its stop token, the separators around it ("; ", newlines), and the
+    replacement characters of bytes that never formed a character."""
     if stop and text.endswith(stop):
         text = text[: -len(stop)]
-    return text.strip().rstrip(";").strip()
+    return text.replace("\ufffd", "").strip().rstrip(";").strip()
