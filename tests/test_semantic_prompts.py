@@ -114,7 +114,7 @@ def test_malformed_speech_spans(caplog):
     ("speechgpt_gen", " hi; [ta] Hello!; [ua] <sosp><1><2000><3><eosp><eoa>", ("hi", "Hello!", [1, 3], 1)),  # id out of range
     ("speechgpt_gen", " hi; [ta] Hello!; [ua] <sosp><1>oops<3><eosp><eoa>", ("hi", "Hello!", [1, 3], 1)),  # text in span
     ("speechgpt_gen", " hi; [ta] ; [ua] <sosp><eosp><eoa>", ("hi", "", [], 2)),  # empty answer
-    ("anygpt", " <-Ins-> h\ufffdi\n <-Res-> Caf\ufffd ok <sosp><🗣️4><eosp><eos>", ("hi", "Caf ok", [4], 0)),  # broken bytes
+    ("anygpt", " <-Ins-> h\ufffdi\n <-Res-> Caf\ufffd\x01 ok <sosp><🗣️4><eosp><eos>", ("hi", "Caf ok", [4], 0)),  # broken bytes
 ])
 def test_parse_reply_defined_results(family, raw, expected):
     reply = parse_reply(prompt_family(family), raw)

@@ -20,14 +20,12 @@ from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
-from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, prompt_family
+from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, displayable, prompt_family
 from engine.semantic.units import EOSP, SOSP
 
 __all__ = ["SemanticModel", "ChatReply", "ChatEvent", "TranscriptDelta", "TextDelta", "UnitChunk", "ReplyDone", "parse_reply", "sample_next"]
 
 log = logging.getLogger(__name__)
-
-REPLACEMENT = "\ufffd"  # what decoding shows for bytes that never formed a character: never shown to the user
 
 
 # ------------------------------------------------------------------------------ events
@@ -259,12 +257,12 @@ class SemanticModel:
                     yield "unit", self.unit_of[token]
                 else:
                     text = self.tokenizer.decode(slot_ids)
-                    if not text.endswith(REPLACEMENT) and len(text) > len(shown):
-                        yield "text", (seg.name, text[len(shown):].replace(REPLACEMENT, ""))
+                    if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for an incomplete character
+                        yield "text", (seg.name, displayable(text[len(shown):]))
                         shown = text
             body = self.tokenizer.decode(slot_ids)
             if seg.name != "units" and len(body) > len(shown):  # flush a character held back as incomplete
-                yield "text", (seg.name, body[len(shown):].replace(REPLACEMENT, ""))
+                yield "text", (seg.name, displayable(body[len(shown):]))
             if stop_token is None:  # budget reached: close the slot ourselves so the reply stays well-formed
                 log.warning("semantic model: the %s slot hit its token budget", seg.name)
                 what = {"units": "spoken reply", "text": "reply text", "transcript": "transcript"}.get(seg.name, seg.name)

@@ -27,6 +27,7 @@ SpeechGPT-Gen (chain of modality, SpeechGPT convention; our fine-tunes):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from engine.semantic.units import EOSP, SOSP, UnitFormat, unit_format
@@ -195,9 +196,18 @@ def prompt_family(name: str) -> PromptFamily:
     raise ValueError(f"unknown prompt family {name!r}; use anygpt or speechgpt_gen")
 
 
+_UNSHOWABLE = re.compile("[\ufffd\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def displayable(text: str) -> str:
+    """Text without what a decoder yields for bytes that never formed a character (U+FFFD) and
+    without control characters (newlines and tabs stay)."""
+    return _UNSHOWABLE.sub("", text)
+
+
 def clean_slot_text(text: str, stop: str | None = None) -> str:
-    """Slot output without its stop token, the separators around it ("; ", newlines), and the
-    replacement characters of bytes that never formed a character."""
+    """Slot output without its stop token, the separators around it ("; ", newlines), and
+    anything ``displayable`` drops."""
     if stop and text.endswith(stop):
         text = text[: -len(stop)]
-    return text.replace("\ufffd", "").strip().rstrip(";").strip()
+    return displayable(text).strip().rstrip(";").strip()
