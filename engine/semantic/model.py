@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator, Union
 
 import torch
@@ -147,7 +148,7 @@ class SemanticModel:
         if dtype == "auto":
             dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if on_cuda else "float32"
         kwargs["dtype"] = getattr(torch, dtype)
-        local_only = _offline()
+        local_only = Path(str(path)).expanduser().exists() or _offline()  # a local folder never needs the hub
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, **kwargs)
