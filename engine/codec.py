@@ -48,7 +48,7 @@ TINY_CODEC_CONFIG: dict = {
     "codebook_size": 1024,
 }
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -62,9 +62,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(_DTYPES)}")
-    dtype = _DTYPES[name]
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    dtype = DTYPES[name]
     if device.type == "cpu" and dtype == torch.float16:
         return torch.float32  # half-precision convolutions are not worth it on CPU
     return dtype

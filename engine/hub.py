@@ -38,6 +38,16 @@ def download_hint(path: str | Path, filenames: list[str], subfolder: str | None 
     return f"run `hf download {path} {files}` on a machine with internet access (or copy the files into a folder and point the config at it)"
 
 
+def cached_snapshot(repo: str) -> Path | None:
+    """The folder of ``repo`` in the local Hugging Face cache, or None; never downloads."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or the hub library refuses): not available
+        return None
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the hub's host answers on 443 (a quick check so that an offline machine gets the
     "how to get the files" message at once, not after the download library's retries). Behind a

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.common import add_config_args, config_from_args, run_cli
+from engine.cli._tasks import config_for
+from engine.cli.common import add_config_args, run_cli
 
 
 def _steps(text: str) -> list[int | None]:
@@ -47,9 +48,7 @@ def _run(task: str, args: argparse.Namespace) -> int:
     from engine.eval.testsets import read_manifest
     from engine.pipeline import Engine, GenerationOptions
 
-    if args.perceptual:
-        args.overrides.append(f"perceptual.kind={args.perceptual}")
-    config = config_from_args(args)
+    config = config_for(args)
     items = read_manifest(args.manifest, task)[: args.limit]
     engine = Engine(config)
     score_device = "cuda" if engine.device.type == "cuda" else "cpu"

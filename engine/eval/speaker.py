@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.audio import SAMPLE_RATE
 from engine.errors import ModelUnavailableError
+from engine.hub import cached_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,7 @@ def _wavlm_path(spec: str) -> Path | None:
     if spec not in ("auto", "wavlm"):
         path = Path(spec).expanduser()
         return path if (path / "config.json").is_file() else None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(WAVLM_REPO, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached
-        return None
+    return cached_snapshot(WAVLM_REPO)
 
 
 def load_speaker_encoder(spec: str | None = "auto", device: str = "cpu") -> SpeakerEncoder:

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from engine.codec import Codec
+from engine.codec import DTYPES, Codec
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.config import FlowConfig, PerceptualConfig, SoundStormConfig
 from engine.perceptual.flow_model import FlowModel, FlowModelConfig
@@ -67,10 +67,9 @@ def flow_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on a CUDA device that supports it, else float32; names as in torch."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise ValueError(f"unknown perceptual.flow.dtype {name!r}; use auto, float32, bfloat16 or float16")
-    return dtypes[name]
+    if name not in DTYPES:
+        raise ValueError(f"unknown perceptual.flow.dtype {name!r}; use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 class FlowPerceptual:
