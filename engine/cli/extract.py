@@ -6,8 +6,6 @@ import argparse
 
 from engine.cli.common import add_config_args, config_from_args
 
-FRAME_RATE = 50  # codec frames per second
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine extract", description=__doc__,
@@ -29,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_frames is not None and args.batch_seconds is not None:
         parser.error("give --batch-frames or --batch-seconds, not both")
-    batch_frames = args.batch_frames if args.batch_frames is not None else (
-        round(args.batch_seconds * FRAME_RATE) if args.batch_seconds is not None else 3000)
     from engine.codec import Codec
     from engine.train.extract import extract
+
+    batch_frames = args.batch_frames if args.batch_frames is not None else (
+        round(args.batch_seconds * Codec.frame_rate) if args.batch_seconds is not None else 3000)
 
     cfg = config_from_args(args)
     codec = Codec.from_config(cfg.codec, device=cfg.pipeline.device)

@@ -13,7 +13,6 @@ import time
 
 import torch
 
-FRAME_RATE = 50
 FEATURE_DIM = 1024  # SpeechTokenizer embedding width
 
 
@@ -46,7 +45,9 @@ def run(args: argparse.Namespace, config) -> int:
     nfes = [int(n) for n in args.nfe.split(",") if n.strip()]
     if args.solver == "midpoint" and any(n % 2 for n in nfes):
         raise SystemExit("with --solver midpoint every NFE must be even (two evaluations per step)")
-    t_frames, p_frames = int(args.target_seconds * FRAME_RATE), int(args.prompt_seconds * FRAME_RATE)
+    from engine.codec import Codec
+
+    t_frames, p_frames = int(args.target_seconds * Codec.frame_rate), int(args.prompt_seconds * Codec.frame_rate)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"device: {device} ({where}), dtype {str(dtype).replace('torch.', '')}, "
           f"{args.target_seconds:g} s target + {args.prompt_seconds:g} s prompt, solver {args.solver}")
