@@ -142,17 +142,12 @@ def sentence_case(text: str) -> str:
 
 def scan_librispeech(root: str | Path) -> list[Utterance]:
     """``root`` is a LibriSpeech split (``.../LibriSpeech/test-clean``) or any folder above it."""
+    from engine.train.extract import folder_transcripts
+
     root = Path(root)
-    utts: list[Utterance] = []
-    for trans in sorted(root.rglob("*.trans.txt")):
-        for line in trans.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            uid, _, text = line.strip().partition(" ")
-            audio = next((trans.parent / f"{uid}{ext}" for ext in (".flac", ".wav") if (trans.parent / f"{uid}{ext}").is_file()), None)
-            if audio is None:
-                continue
-            utts.append(Utterance(uid, uid.split("-")[0], audio, sentence_case(text.strip()), _duration(audio)))
+    texts = folder_transcripts(root)  # the *.trans.txt files, as extraction reads them
+    utts = [Utterance(audio.stem, audio.stem.split("-")[0], audio, sentence_case(texts[audio.stem]), _duration(audio))
+            for audio in sorted(root.rglob("*")) if audio.suffix in (".flac", ".wav") and audio.stem in texts]
     if not utts:
         raise EngineError(f"no LibriSpeech utterances under {root} (expected SPEAKER/CHAPTER/*.trans.txt with .flac files)")
     return utts

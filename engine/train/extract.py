@@ -44,7 +44,7 @@ def _item_id(path: Path, root: Path | None) -> str:
     return str(rel.with_suffix("")).replace("/", "__")
 
 
-def _folder_transcripts(root: Path) -> dict[str, str]:
+def folder_transcripts(root: Path) -> dict[str, str]:
     """utterance id (file stem) -> transcript from LibriSpeech ``*.trans.txt`` (``ID TEXT``) and
     MLS ``transcripts.txt`` (``ID<TAB>TEXT``, in the root or its parent)."""
     texts: dict[str, str] = {}
@@ -62,7 +62,7 @@ def list_items(source: str | Path) -> list[Item]:
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        texts = _folder_transcripts(source)
+        texts = folder_transcripts(source)
         items = []
         for p in files:
             rel = p.relative_to(source)
