@@ -108,7 +108,12 @@ class EncodedBatch:
 
 
 class Codec:
-    """Wrapper over ``speechtokenizer.SpeechTokenizer`` with exact frame bookkeeping."""
+    """One interface over every codec kind, with exact frame bookkeeping.
+
+    Kinds: the real ``speechtokenizer.SpeechTokenizer`` (public checkpoints, the tiny test model) and
+    the demo codec (``engine.melcodec``: trained here, mel decoder + HiFi-GAN). Both expose the same
+    module layout (``encoder``, ``quantizer``, ``decoder``, ``n_q``, ``sample_rate``,
+    ``downsample_rate``), so the rest of the chain cannot tell which one it drives."""
 
     sample_rate = SAMPLE_RATE
     hop_length = HOP_LENGTH
@@ -169,9 +174,16 @@ class Codec:
         The Snake variant (``fnlp/AnyGPT-speech-modules``, subfolder ``speechtokenizer``) names its
         weights ``ckpt.dev``.
         """
-        cfg_path, weights_path = resolve_files(path, [config_file, weights_file], subfolder=subfolder, what="SpeechTokenizer codec")
+        cfg_path, weights_path = resolve_files(path, [config_file, weights_file], subfolder=subfolder, what="codec")
         with open(cfg_path, encoding="utf-8") as f:
             config = json.load(f)
+        if config.get("kind") == "mel":  # the demo codec (engine.melcodec)
+            from engine.melcodec.model import MelCodecModel
+
+            model = MelCodecModel.from_pretrained(cfg_path.parent, weights_file=weights_path.name)
+            if weights_path.parent != cfg_path.parent:
+                raise ModelUnavailableError(f"the demo codec's {config_file} and {weights_file} must sit in one folder")
+            return cls(model, name=name or model.cfg.name, device=device, dtype=dtype)
         model = cls._build(config)
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -196,8 +208,14 @@ class Codec:
             codec = cls.tiny(seed=cfg.seed, device=dev)
             codec.name = cfg.name
             return codec
+        path = Path(cfg.path).expanduser()
+        if not path.is_absolute() and not path.exists():
+            from engine.config import REPO_ROOT
+
+            if (REPO_ROOT / path).exists():  # bundled models (assets/models/...) work from any directory
+                path = REPO_ROOT / path
         return cls.from_pretrained(
-            cfg.path,
+            str(path) if path.exists() else cfg.path,
             cfg.subfolder,
             config_file=cfg.config_file,
             weights_file=cfg.weights_file,
@@ -207,8 +225,11 @@ class Codec:
         )
 
     def save_pretrained(self, folder: str | Path, weights_file: str = "SpeechTokenizer.pt", config: dict | None = None) -> Path:
-        """Write the public checkpoint layout: ``config.json`` + a bare state dict."""
+        """Write the checkpoint layout of the codec's kind: SpeechTokenizer's ``config.json`` + a bare
+        state dict, or the demo codec's ``config.json`` + ``model.safetensors``."""
         folder = Path(folder)
+        if hasattr(self.model, "save_pretrained"):  # the demo codec writes its own format
+            return self.model.save_pretrained(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if config is None:
             config = getattr(self.model, "_config", None)

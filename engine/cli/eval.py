@@ -2,6 +2,7 @@
 
     python -m engine eval tts --manifest M.jsonl --out DIR [--steps 4,8,16] [--profile ...]
     python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain explicit]
+    python -m engine eval codec --profile demo --corpus DIR --out DIR [--per-voice 20]
     python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
     python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
 """
@@ -67,6 +68,32 @@ def _run(task: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec(args: argparse.Namespace) -> int:
+    from engine.cli.common import config_from_args
+    from engine.codec import Codec
+    from engine.eval.asr import WhisperASR
+    from engine.eval.codec_eval import evaluate_codec, pick_items, read_test_items
+    from engine.eval.speaker import load_speaker_encoder
+
+    config = config_from_args(args)
+    codec = Codec.from_config(config.codec, device=args.device or "cpu")
+    items = pick_items(read_test_items(args.corpus, heldout_voices_only=True), args.per_voice, args.seed)
+    if not items:
+        raise SystemExit(f"{args.corpus}/manifest.jsonl has no test utterances of held-out voices")
+    others = pick_items(read_test_items(args.corpus, heldout_voices_only=False), args.classifier_per_voice, args.seed)
+    print(f"codec {codec.name}: {len(items)} held-out items; loading scorers ...", flush=True)
+    asr, speaker = WhisperASR.load(args.asr), load_speaker_encoder(args.speaker)
+
+    def progress(done: int, total: int, message: str) -> None:
+        print(f"[{done}/{total}] {message}", flush=True)
+
+    report = evaluate_codec(codec, items, asr, speaker, args.out, progress=progress, classifier_items=others)
+    print(report.markdown())
+    print(f"bench: codec encode + decode {report.realtime_factor:.2f}x real time on {__import__('torch').get_num_threads()} threads")
+    print(f"wrote {args.out}/summary.md, summary.json, items.jsonl and audio/")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from engine.eval.testsets import build_testset, read_manifest
 
@@ -84,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     for task, text in (("tts", "zero-shot TTS: speak each item's text in its prompt voice"),
                        ("vc", "zero-shot voice conversion: each item's source in its prompt voice")):
         _add_run_args(sub.add_parser(task, help=text, description=text))
+    c = sub.add_parser("codec", help="codec resynthesis (8 layers / RVQ-1) and the RVQ split on a demo corpus's held-out voices")
+    add_config_args(c)
+    c.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    c.add_argument("--out", required=True, help="folder for summary.md, summary.json, items.jsonl and the audio")
+    c.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
+    c.add_argument("--classifier-per-voice", type=int, default=12, help="utterances per voice for the all-voices speaker classifier")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
+    c.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
     b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy")
     b.add_argument("corpus", choices=["librispeech", "vctk"])
     b.add_argument("--root", required=True, help="the corpus folder (LibriSpeech split or VCTK root)")
@@ -96,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build-testset":
         return run_cli(lambda: _build(args))
+    if args.command == "codec":
+        return run_cli(lambda: _codec(args))
     return run_cli(lambda: _run(args.command, args))
 
 

@@ -1,0 +1,54 @@
+"""Train the demo codec: python -m engine train-codec --corpus DIR --out DIR [--config YAML] [--resume]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_CONFIG = "assets/configs/train/codec_demo.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine train-codec", description=__doc__,
+                                     epilog="Teacher features (Whisper tiny.en) are computed once and cached in CORPUS/teacher/. "
+                                            "Multi-GPU: accelerate launch -m engine train-codec ... (same options)")
+    parser.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints/, TensorBoard logs, final/")
+    parser.add_argument("--config", default=None, help=f"training YAML (default {DEFAULT_CONFIG})")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    parser.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the training YAML, e.g. --train-set train.lr=2e-4")
+    parser.add_argument("--teacher-only", action="store_true", help="only compute the teacher-feature cache, then stop")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    import logging
+
+    import torch
+
+    from engine.config import REPO_ROOT, from_dict, merge, parse_override, read_yaml
+    from engine.train.train_codec import CodecTrainConfig, select_utterances, ensure_teacher, train_codec
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = read_yaml(args.config or REPO_ROOT / DEFAULT_CONFIG)
+    for text in args.train_overrides:
+        data = merge(data, parse_override(text))
+    run = from_dict(CodecTrainConfig, data)
+    if args.max_steps is not None:
+        run.train.max_steps = args.max_steps
+    if args.teacher_only:
+        train, valid = select_utterances(run, args.corpus)
+        cache = ensure_teacher(args.corpus, train + valid, progress=not args.quiet)
+        print(f"teacher features for {len(cache)} utterances in {cache.folder}")
+        return 0
+    history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
+    losses = [h for h in history if "mel_l1" in h]
+    if losses:
+        print(f"done: step {losses[-1]['step']}, mel L1 {losses[0]['mel_l1']:.3f} -> {losses[-1]['mel_l1']:.3f}, "
+              f"RVQ-1/teacher cosine {losses[-1]['semantic_cos']:.3f}")
+    print(f"codec written to {os.path.join(args.out, 'final')}")
+    return 0

@@ -1,0 +1,54 @@
+"""Hyper-parameters of the demo (mel) codec."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class MelCodecConfig:
+    """Architecture of ``MelCodecModel``; stored as ``config.json`` beside the weights."""
+
+    name: str = "demo"  # the codec's identity, recorded by every model trained on it
+    sample_rate: int = 16000
+    hop_length: int = 320  # 50 Hz frames
+    # encoder input: log-mel of the 16 kHz audio at 100 Hz
+    n_mels_in: int = 80
+    n_fft_in: int = 640
+    # encoder / decoder widths and depths (ConvNeXt-1D blocks, all at 50 Hz: the encoder reads two
+    # 100 Hz mel frames per step, the decoder writes two and the pair is interpolated to the vocoder's rate)
+    channels: int = 256
+    enc_blocks: int = 5
+    dec_blocks: int = 6
+    kernel_size: int = 7
+    mlp_ratio: float = 2.5
+    dimension: int = 256  # RVQ / embedding width
+    n_q: int = 8
+    codebook_size: int = 1024
+    rvq_decay: float = 0.99
+    dead_code_threshold: float = 0.05  # EMA cluster size below which a code is re-seeded
+    semantic_dim: int = 384  # teacher width (Whisper tiny.en)
+    # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz)
+    vocoder: str = "hifigan-universal"
+    vocoder_sample_rate: int = 22050
+    vocoder_hop: int = 256
+    vocoder_n_fft: int = 1024
+    vocoder_n_mels: int = 80
+    vocoder_fmax: float = 8000.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MelCodecConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"kind"})
+        if unknown:
+            raise ValueError(f"unknown demo-codec settings {unknown}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return {"kind": "mel", **asdict(self)}
+
+    def mel_frames(self, frames: int) -> int:
+        """Vocoder mel frames that cover ``frames`` codec frames: ceil(T * 320 * 22050/16000 / 256)."""
+        num = frames * self.hop_length * self.vocoder_sample_rate
+        den = self.sample_rate * self.vocoder_hop
+        return -(-num // den)

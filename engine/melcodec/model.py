@@ -1,0 +1,217 @@
+"""The demo codec's network: encoder -> RVQ -> mel decoder (+ frozen vocoder), behind SpeechTokenizer's
+module layout (``encoder``, ``quantizer``, ``decoder``, ``n_q``, ``sample_rate``, ``downsample_rate``) so
+that ``engine.codec.Codec`` drives it unchanged. Losses live with the trainer (engine.train.train_codec).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.errors import ModelUnavailableError
+from engine.melcodec.config import MelCodecConfig
+from engine.melcodec.features import LogMel
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+_TRAINING_BUFFERS = ("cluster_size", "embed_avg")  # EMA statistics: not needed to encode or decode
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv -> LayerNorm -> MLP, residual with a learned scale. [B, C, T] -> [B, C, T]."""
+
+    def __init__(self, channels: int, kernel_size: int, mlp_ratio: float):
+        super().__init__()
+        hidden = int(channels * mlp_ratio)
+        self.dw = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.up = nn.Linear(channels, hidden)
+        self.down = nn.Linear(hidden, channels)
+        self.scale = nn.Parameter(torch.full((channels,), 0.1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.dw(x).transpose(1, 2)  # [B, T, C]
+        y = self.down(F.gelu(self.up(self.norm(y))))
+        return x + (self.scale * y).transpose(1, 2)
+
+
+class MelEncoder(nn.Module):
+    """Waveform [B, 1, S] (S a multiple of 320) -> latent [B, D, S / 320]."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        c = cfg.channels
+        self.hop = cfg.hop_length
+        self.n_mels = cfg.n_mels_in
+        self.mel = LogMel(cfg.sample_rate, cfg.n_fft_in, cfg.hop_length // 2, cfg.n_mels_in, fmax=cfg.sample_rate / 2)
+        self.stem = nn.Conv1d(2 * cfg.n_mels_in, c, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(c, cfg.kernel_size, cfg.mlp_ratio) for _ in range(cfg.enc_blocks)])
+        self.norm = nn.LayerNorm(c)
+        self.out = nn.Linear(c, cfg.dimension)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        frames = -(-wav.shape[-1] // self.hop)
+        mel = self.mel(wav[:, 0])[..., : 2 * frames]  # [B, n_mels, 2T] at 100 Hz
+        pairs = mel.reshape(mel.shape[0], self.n_mels, frames, 2).transpose(2, 3).reshape(mel.shape[0], 2 * self.n_mels, frames)
+        x = self.blocks(self.stem((pairs + 5.0) / 2.5))  # [B, C, T]
+        return self.out(self.norm(x.transpose(1, 2))).transpose(1, 2)  # [B, D, T]
+
+
+class MelDecoder(nn.Module):
+    """Latent [B, D, T] at 50 Hz -> vocoder log-mel [B, 80, mel_frames(T)]."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        c = cfg.channels
+        self.cfg = cfg
+        self.inp = nn.Conv1d(cfg.dimension, c, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(c, cfg.kernel_size, cfg.mlp_ratio) for _ in range(cfg.dec_blocks)])
+        self.norm = nn.LayerNorm(c)
+        self.out = nn.Linear(c, 2 * cfg.vocoder_n_mels)  # two mel frames per 50 Hz step
+
+    def forward(self, latent: Tensor) -> Tensor:
+        b, _, frames = latent.shape
+        x = self.blocks(self.inp(latent))
+        y = self.out(self.norm(x.transpose(1, 2)))  # [B, T, 2 * 80]
+        mel = y.reshape(b, 2 * frames, self.cfg.vocoder_n_mels).transpose(1, 2)  # [B, 80, 2T] at 100 Hz
+        mel = F.interpolate(mel, size=self.cfg.mel_frames(frames), mode="linear", align_corners=False)  # [B, 80, M]
+        return mel * 2.5 - 5.0
+
+
+class WaveDecoder(nn.Module):
+    """Latent [B, D, T] -> waveform [B, 1, T * 320] at 16 kHz: mel decoder, HiFi-GAN, resampling.
+
+    The vocoder is frozen and comes from its own package, so it is held outside this module's
+    parameters (never saved with the codec) and always runs in float32."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = MelDecoder(cfg)
+        self._vocoder: list[nn.Module] = []
+
+    @property
+    def vocoder(self) -> nn.Module:
+        if not self._vocoder:
+            from engine.melcodec.vocoder import load_vocoder
+
+            self._vocoder.append(load_vocoder(self.cfg.vocoder))
+        return self._vocoder[0]
+
+    def vocode(self, mel: Tensor, frames: int) -> Tensor:
+        """Vocoder mel [B, 80, M] -> [B, 1, frames * 320] at 16 kHz."""
+        import soxr
+
+        voc = self.vocoder
+        if next(voc.parameters()).device != mel.device:
+            voc.to(mel.device)
+        wav22 = voc(mel.float())[:, 0].cpu().numpy().astype(np.float64)  # [B, M * 256]
+        n = frames * self.cfg.hop_length
+        out = np.zeros((wav22.shape[0], n), dtype=np.float32)
+        for i, row in enumerate(wav22):
+            y = soxr.resample(row, self.cfg.vocoder_sample_rate, self.cfg.sample_rate)[:n]
+            out[i, : y.size] = y
+        return torch.from_numpy(out).to(mel.device)[:, None]
+
+    def forward(self, latent: Tensor) -> Tensor:
+        return self.vocode(self.mel(latent), latent.shape[-1])
+
+
+class MelCodecModel(nn.Module):
+    """The demo codec: ``encoder`` (wav -> latent), ``quantizer`` (8 x 1024 RVQ), ``decoder`` (latent -> wav)."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        from speechtokenizer.quantization import ResidualVectorQuantizer
+
+        self.cfg = cfg
+        self.sample_rate = cfg.sample_rate
+        self.downsample_rate = cfg.hop_length
+        self.n_q = cfg.n_q
+        self.encoder = MelEncoder(cfg)
+        self.quantizer = ResidualVectorQuantizer(
+            dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.codebook_size, decay=cfg.rvq_decay,
+            kmeans_init=True, kmeans_iters=20, threshold_ema_dead_code=cfg.dead_code_threshold,
+        )
+        self.decoder = WaveDecoder(cfg)
+        self.semantic_head = nn.Linear(cfg.dimension, cfg.semantic_dim)  # RVQ-1 -> teacher space (training)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, folder: str | Path, half: bool = True) -> Path:
+        """``config.json`` + ``model.safetensors``: network weights in float16 when ``half``, codebooks float32."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for key, value in self.state_dict().items():
+            if key.rsplit(".", 1)[-1] in _TRAINING_BUFFERS:
+                continue
+            value = value.detach().cpu()
+            if half and value.is_floating_point() and not key.startswith("quantizer."):
+                value = value.half()
+            state[key] = value.contiguous()
+        (folder / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "codec": self.cfg.name})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, weights_file: str = WEIGHTS_FILE) -> "MelCodecModel":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, weights_path = folder / CONFIG_FILE, folder / weights_file
+        for path in (cfg_path, weights_path):
+            if not path.is_file():
+                raise ModelUnavailableError(f"demo codec file {path} is missing; train one with `python -m engine train-codec` "
+                                            "or restore assets/models/demo/ from the repository")
+        cfg = MelCodecConfig.from_dict(json.loads(cfg_path.read_text()))
+        model = cls(cfg)
+        state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS]
+        if missing or unexpected:
+            raise ModelUnavailableError(f"demo codec weights {weights_path} do not match its config: "
+                                        f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return model.eval()
+
+
+@torch.no_grad()
+def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Plain k-means with matrix-product distances: x [N, D] -> (centroids [k, D], counts [k])."""
+    n = x.shape[0]
+    idx = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(0, n, (k,), generator=generator)
+    centroids = x[idx].clone()
+    counts = torch.zeros(k)
+    for _ in range(iters):
+        dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ centroids.t() + centroids.pow(2).sum(1)[None]  # [N, k]
+        assign = dist.argmin(1)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        empty = counts == 0
+        centroids = torch.where(empty[:, None], x[torch.randint(0, n, (k,), generator=generator)], sums / counts.clamp(min=1)[:, None])
+    return centroids, counts
+
+
+@torch.no_grad()
+def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, iters: int = 10, seed: int = 0) -> None:
+    """Seed every RVQ layer by k-means on the residuals of ``latents`` [N, D] (the encoder's output on
+    some training audio), scaling the EMA counts to the training batch size."""
+    gen = torch.Generator().manual_seed(seed)
+    residual = latents.float().cpu()
+    for layer in model.quantizer.vq.layers:
+        book = layer._codebook
+        centroids, counts = kmeans(residual, book.codebook_size, iters, gen)
+        size = counts * (batch_frames / residual.shape[0])
+        device = book.embed.device
+        book.embed.copy_(centroids.to(device))
+        book.cluster_size.copy_(size.to(device))
+        book.embed_avg.copy_((centroids * size[:, None]).to(device))
+        book.inited.fill_(1.0)
+        dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ centroids.t() + centroids.pow(2).sum(1)[None]
+        residual = residual - centroids[dist.argmin(1)]
