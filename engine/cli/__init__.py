@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train-llm": "build instruction data and fine-tune the semantic LLM",
     "eval": "evaluate TTS / VC (WER, speaker similarity) or build test sets",
     "bench": "speed benchmarks: semantic, perceptual, e2e",
+    "demo": "the demo profile: build the offline speech corpus (demo corpus)",
 }
 
 

@@ -1,0 +1,146 @@
+"""The demo corpus builder on a 3-sentence corpus from espeak-ng (skipped where espeak-ng is missing)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.demo.corpus import (MANIFEST_FIELDS, SAMPLE_RATE, CorpusConfig, build_corpus, condition_audio,
+                                format_report, heldout_sentence_ids)
+from engine.demo.sentences import Sentence, build_sentences, fortune_sentences, generated_sentences, sentence_id
+from engine.demo.voices_tts import ESPEAK_LICENCE, VoiceSpec, kokoro_phonemes
+from engine.errors import EngineError
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+RAW = ["The meeting starts at 3:30 pm on Monday.", "Dr. Smith paid $12 for 2 books.", "Silence is golden."]
+SENTENCES = [Sentence(sentence_id(t), r, t, "test") for r, t in (
+    (RAW[0], "The meeting starts at three thirty p m on Monday."),
+    (RAW[1], "Doctor Smith paid twelve dollars for two books."),
+    (RAW[2], "Silence is golden."))]
+TRAIN = VoiceSpec("es_a", "espeak", "en-us", ESPEAK_LICENCE, "a")
+HELD = VoiceSpec("es_b", "espeak", "en-us+f3", ESPEAK_LICENCE, "b", heldout=True)
+
+
+def _config(out: Path, voices=(TRAIN, HELD), **kw) -> CorpusConfig:
+    kw.setdefault("jobs", 1)
+    return CorpusConfig(out=out, hours=1.0, voices=voices, sentences=SENTENCES, test_fraction=0.3,
+                        progress=False, **kw)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_sentence_sources_are_deterministic_bounded_and_normalised(tmp_path):
+    (tmp_path / "fortunes").write_text(
+        "A clean quote about the weather, which is fine.\n\t\t-- Somebody Famous\n%\n"
+        "Q: Why?\nA: Because.\n%\n"
+        "int main() { return 0; }\n%\n"
+        "You are a bastard, he said.\n%\n"
+        "Short.\n%\n"
+        "One sentence here is long enough to keep. " + "This next one rambles on and on " * 8 + "forever.\n%\n"
+        "  An indented verse\n  that rhymes with nothing.\n%\n")
+    kept = fortune_sentences(tmp_path, files=["fortunes", "missing-file"])
+    assert [s.text for s in kept] == ["A clean quote about the weather, which is fine.",
+                                      "One sentence here is long enough to keep."]
+    assert all(s.source == "fortunes" and s.id == sentence_id(s.text) for s in kept)
+
+    a, b = generated_sentences(60, seed=3), generated_sentences(60, seed=3)
+    assert [s.raw for s in a] == [s.raw for s in b] and len({s.id for s in a}) == 60
+    assert generated_sentences(60, seed=4)[0].raw != a[0].raw or generated_sentences(60, seed=4)[1].raw != a[1].raw
+    assert any(re.search(r"\d", s.raw) for s in a)  # numbers went in ...
+    for s in a:
+        assert not re.search(r"\d|[$%£€°]", s.text), s.text  # ... and came out as words
+        assert 12 <= len(s.text) <= 150
+
+    pool = build_sentences(seed=1, generated=40, fortune_dir=tmp_path)
+    assert [s.id for s in pool] == [s.id for s in build_sentences(seed=1, generated=40, fortune_dir=tmp_path)]
+    assert len(pool) == 42 and len({s.id for s in pool}) == 42
+    test_ids = heldout_sentence_ids(pool, 0.05, seed=0)
+    assert len(test_ids) == 3 and test_ids == heldout_sentence_ids(list(reversed(pool)), 0.05, seed=0)
+
+
+def test_condition_audio_resamples_trims_and_normalises():
+    sr = 22050
+    t = np.arange(int(0.8 * sr)) / sr
+    tone = 0.02 * np.sin(2 * np.pi * 220 * t)
+    wave = np.concatenate([np.zeros(sr), tone, np.zeros(2 * sr)])
+    pcm = condition_audio(wave, sr)
+    assert pcm.dtype == np.int16
+    assert abs(len(pcm) / SAMPLE_RATE - 1.0) < 0.05  # 0.8 s of tone + 0.1 s either side
+    level = 20 * np.log10(np.sqrt(np.mean((pcm[1600:-1600] / 32768.0) ** 2)))
+    assert -21.0 < level < -19.0
+    with pytest.raises(ValueError):
+        condition_audio(np.zeros(sr), sr)
+
+
+def test_kokoro_symbols_from_espeak_ipa():
+    assert kokoro_phonemes("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmpt ˌoʊvɚ lˈeɪzi tʃˈɔɪs mˈaɪ") == \
+        "ðə kwˈɪk bɹˈWn fˈɑːks ʤˈʌmpt ˌOvɚ lˈAzi ʧˈYs mˈI"
+
+
+@needs_espeak
+def test_three_sentence_corpus_split_manifest_and_resume(tmp_path):
+    out = tmp_path / "corpus"
+    report = build_corpus(_config(out), log=lambda _: None)
+    assert report.failures == [] and report.rendered == 6 and report.utterances == 6
+
+    rows = _rows(out)
+    assert len(rows) == 6 and all(tuple(r) == MANIFEST_FIELDS for r in rows)
+    (held_id,) = heldout_sentence_ids(SENTENCES, 0.3, seed=0)
+    for r in rows:
+        info = sf.info(str(out / r["path"]))
+        assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
+        assert r["sample_rate"] == SAMPLE_RATE and abs(info.frames / SAMPLE_RATE - r["duration"]) < 1e-3
+        assert 0.7 < r["duration"] < 8.0
+        assert r["path"].startswith(r["voice"] + "/")
+        assert r["heldout_sentence"] == (r["sentence_id"] == held_id)
+        assert r["heldout_voice"] == (r["voice"] == "es_b")
+        assert r["split"] == ("test" if r["heldout_voice"] or r["heldout_sentence"] else "train")
+        assert r["licence"] == ESPEAK_LICENCE and r["engine"] == "espeak"
+    by_text = {r["raw_text"]: r["duration"] for r in rows if r["voice"] == "es_a"}
+    assert by_text[RAW[0]] > by_text[RAW[2]] + 0.5  # the long sentence is longer
+    train = [r for r in rows if r["split"] == "train"]
+    assert {r["voice"] for r in train} == {"es_a"} and held_id not in {r["sentence_id"] for r in train}
+    assert len(train) == 2
+
+    summary = json.loads((out / "corpus.json").read_text())
+    assert summary["heldout_voices"] == ["es_b"] and summary["utterances"] == 6
+    assert {v["name"]: v["licence"] for v in summary["voices"]} == {"es_a": ESPEAK_LICENCE, "es_b": ESPEAK_LICENCE}
+    assert summary["sentences"]["heldout"] == 1 and summary["manifest_fields"] == list(MANIFEST_FIELDS)
+
+    with pytest.raises(EngineError, match="--resume"):
+        build_corpus(_config(out), log=lambda _: None)
+    first = out / rows[0]["path"]
+    stamp = first.stat().st_mtime_ns
+    again = build_corpus(_config(out, resume=True), log=lambda _: None)
+    assert (again.rendered, again.skipped_existing, again.utterances) == (0, 6, 6)
+    assert first.stat().st_mtime_ns == stamp
+
+    (out / rows[1]["path"]).unlink()
+    (out / rows[2]["path"]).write_bytes(b"not a wav")
+    (out / "manifest.jsonl").unlink()
+    fixed = build_corpus(_config(out, resume=True), log=lambda _: None)
+    assert (fixed.rendered, fixed.skipped_existing) == (2, 4)
+    assert len(_rows(out)) == 6 and sf.info(str(out / rows[2]["path"])).samplerate == SAMPLE_RATE
+
+
+@needs_espeak
+def test_broken_engine_is_reported_and_skipped_in_parallel(tmp_path):
+    broken = VoiceSpec("es_gone", "espeak", "en-us", ESPEAK_LICENCE, "gone", binary=str(tmp_path / "no-espeak-ng"))
+    cfg = _config(tmp_path / "c", voices=(TRAIN, broken), jobs=2)
+    report = build_corpus(cfg, log=lambda _: None)
+    assert {r["voice"] for r in _rows(cfg.out)} == {"es_a"} and report.utterances == 3
+    assert len(report.failures) == 3 and {f["voice"] for f in report.failures} == {"es_gone"}
+    assert all("not found" in f["error"] for f in report.failures)
+    assert not (cfg.out / "es_gone").exists() or not any((cfg.out / "es_gone").iterdir())
+    text = format_report(cfg, report)
+    assert "3 failed" in text and "es_gone: 3 x EngineUnavailable" in text
+    assert json.loads((cfg.out / "corpus.json").read_text())["last_run"]["failures"] == 3
