@@ -137,7 +137,9 @@ def test_fed_tokens_equal_tokenized_training_text(tmp_path, anygpt_folder, layou
     fed = _record_feeds(model)
     units = model.speak("hello world")
     text = model.family.tts_prompt("hello world") + model.family.tts_response(units)
-    expected = [model.tokenizer.bos_token_id] + model.tokenizer(text, add_special_tokens=False).input_ids
+    if layout == "anygpt":  # AnyGPT's layout is encoded as its own stack (transformers 4.34.1) encodes it
+        assert model.encoder is not None
+    expected = [model.tokenizer.bos_token_id] + model._ids(text)
     # the loop feeds everything up to the last sampled token; the fixed end of turn is never fed
     assert fed == expected[: len(fed)] and len(fed) >= len(expected) - 2
     fed.clear()

@@ -22,6 +22,9 @@ class SemanticConfig:
 
     path: str = "fnlp/AnyGPT-chat"  # hub id or local folder
     family: str = "anygpt"  # anygpt | speechgpt_gen (prompt templates and unit tokens)
+    # auto | anygpt | native: text ids as transformers 4.34.1's slow LlamaTokenizer gives them (AnyGPT's
+    # stack; auto: for SentencePiece checkpoints without tokenizer.json) or as today's transformers does
+    tokenizer_ids: str = "auto"
     random_init: bool = False  # tiny profile: tiny random LLaMA + tokenizer built in code
     seed: int = 0
     quant: str = "none"  # none | 4bit (bitsandbytes NF4)
