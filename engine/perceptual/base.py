@@ -132,7 +132,7 @@ class SoundStormPerceptual:
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
         codes = self.model.generate(
             tokens[None], prompt.codes.t()[None], steps=steps or self.cfg.steps, greedy=self.cfg.greedy,
-            temperature=self.cfg.temperature, mode=self.cfg.mode, seed=seed,
+            temperature=self.cfg.temperature, mode=self.cfg.mode, keep_prompt=self.cfg.keep_prompt, seed=seed,
         )  # [1, T, 8]
         return self.codec.embed(codes[0].t())  # [T, D]
 
