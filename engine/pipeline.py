@@ -24,6 +24,7 @@ from engine.codec import Codec, resolve_device
 from engine.config import AppConfig
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
+from engine.semantic.config import TASK_NAMES, semantic_role
 from engine.textfront import crossfade_join, normalize_text, split_sentences
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Engine:
         self.device = resolve_device(config.pipeline.device)
         self._lock = threading.RLock()
         self._codec: Codec | None = None
-        self._semantic = None
+        self._semantic: dict[str, object] = {}  # checkpoint -> SemanticModel (one per distinct semantic.*_path)
         self._perceptual: dict[str, PerceptualModel] = {}
         self._voices = None
 
@@ -153,15 +154,23 @@ class Engine:
 
     @property
     def semantic(self):
+        """The chat model (``semantic.path``)."""
+        return self.semantic_for("chat")
+
+    def semantic_for(self, task: str):
+        """The semantic LLM that serves ``task`` (chat | tts | asr): ``semantic.path`` for chat,
+        ``semantic.tts_path`` / ``asr_path`` (AnyGPT-base by default) for the base-model templates.
+        Tasks naming the same checkpoint share one loaded model."""
+        cfg = self.config.semantic
+        path = cfg.path_for(task)
         with self._lock:
-            if self._semantic is None:
+            if path not in self._semantic:
                 from engine.semantic.model import SemanticModel
 
-                log.info("loading semantic LLM %s", self.config.semantic.path)
-                cfg = self.config.semantic
+                log.info("loading semantic LLM %s (%s)", path, ", ".join(cfg.routes()[path]))
                 device = cfg.device if cfg.device != "auto" else str(self.device)
-                self._semantic = SemanticModel.from_config(cfg, device=device)
-            return self._semantic
+                self._semantic[path] = SemanticModel.from_config(replace(cfg, path=path), device=device)
+            return self._semantic[path]
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind
@@ -188,7 +197,11 @@ class Engine:
 
     def load(self, progress: Progress | None = None) -> None:
         """Load every model the config uses now (instead of on first use)."""
-        steps = [("codec", lambda: self.codec), ("semantic LLM", lambda: self.semantic), ("perceptual model", lambda: self.perceptual())]
+        cfg = self.config.semantic
+        steps = [("codec", lambda: self.codec)]
+        for path, tasks in cfg.routes().items():
+            steps.append((f"semantic LLM for {', '.join(tasks)}", lambda task=tasks[0]: self.semantic_for(task)))
+        steps.append(("perceptual model", lambda: self.perceptual()))
         for i, (name, fn) in enumerate(steps):
             if progress:
                 progress(i / len(steps), f"loading {name}")
@@ -210,7 +223,10 @@ class Engine:
 
         add("codec", cfg.codec.name, cfg.codec.path, self._codec, cfg.codec.dtype)
         sem = cfg.semantic
-        add("semantic", sem.family, sem.path, self._semantic, f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
+        for path, tasks in sem.routes().items():  # which model serves which task
+            role = semantic_role(tasks)
+            add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}", path, self._semantic.get(path),
+                f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
         kind = cfg.perceptual.kind
         pc = getattr(cfg.perceptual, kind)
         model = self._perceptual.get(kind)
@@ -277,7 +293,7 @@ class Engine:
             if progress:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
-            units = self.semantic.speak(chunk, chunk_sampling)
+            units = self.semantic_for("tts").speak(chunk, chunk_sampling)
             if not units:
                 warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
                 continue

@@ -316,9 +316,11 @@ class SemanticModel:
         return [u for chunk in self.stream_speak(text, sampling, instruction) for u in chunk]
 
     def transcribe(self, units: list[int], sampling: SamplingConfig | None = None, instruction: int = 0) -> str:
-        """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing)."""
+        """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing).
+        Without ``sampling``, the text-output settings (``cfg.text_sampling``) are used."""
         raw = ""
-        for kind, value in self._generate(self.family.asr_prompt(list(units), instruction), self.family.asr_scaffold(), self._sampling(sampling)):
+        sampling = sampling or self.cfg.text_sampling
+        for kind, value in self._generate(self.family.asr_prompt(list(units), instruction), self.family.asr_scaffold(), sampling):
             if kind == "done":
                 raw = value  # type: ignore[assignment]
         return parse_text(self.family, raw)[0]
