@@ -24,6 +24,7 @@ from engine.codec import Codec, resolve_device
 from engine.config import AppConfig
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
+from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
 from engine.semantic.config import TASK_NAMES, semantic_role
 from engine.textfront import crossfade_join, normalize_text, split_sentences
 
@@ -257,14 +258,25 @@ class Engine:
         max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
         return Prompt.from_codes(codes[:, :max_frames], codec)
 
+    def _checked_units(self, units: list[int]) -> list[int]:
+        bad = [u for u in units if not 0 <= u < self.codec.codebook_size]
+        if bad:
+            raise EngineError(f"{len(bad)} speech units are outside 0..{self.codec.codebook_size - 1}: the semantic model and the codec do not match")
+        return units
+
+    def _utterance(self, prompt: Prompt, options: GenerationOptions) -> UtteranceSynthesizer:
+        """A synthesizer that streams one utterance in chunks, each continuing the previous ones."""
+        p = self.config.pipeline
+        settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames)
+        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, steps=options.steps,
+                                    chain=options.chain, guidance_scale=options.guidance_scale, seed=options.seed)
+
     def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0) -> np.ndarray:
         """RVQ-1 units -> waveform in the prompt's voice."""
         if not units:
             return np.zeros(0, dtype=np.float32)
         codec = self.codec
-        bad = [u for u in units if not 0 <= u < codec.codebook_size]
-        if bad:
-            raise EngineError(f"{len(bad)} speech units are outside 0..{codec.codebook_size - 1}: the semantic model and the codec do not match")
+        self._checked_units(units)
         model = self.perceptual(options.perceptual)
         seed = None if options.seed is None else options.seed + seed_offset
         tokens = torch.tensor(units, dtype=torch.long)
@@ -351,6 +363,7 @@ class Engine:
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
         reply = None
+        voice_out = self._utterance(prompt, options)  # the reply's speech, chunk after chunk, as one utterance
         heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
         for i, event in enumerate(self.semantic.stream_respond(conversation, user_input, self._sampling(options))):
             if isinstance(event, sm.TranscriptDelta):
@@ -363,15 +376,21 @@ class Engine:
             if isinstance(event, sm.TextDelta):
                 yield TextDelta(event.text)
             elif isinstance(event, sm.UnitChunk):
-                audio = self._synthesize(event.units, prompt, options, seed_offset=i)
-                clock.mark_audio()
-                pieces.append(audio)
-                yield AudioChunk(audio, SAMPLE_RATE)
+                audio = voice_out.push(self._checked_units(event.units))
+                if audio.size:
+                    clock.mark_audio()
+                    pieces.append(audio)
+                    yield AudioChunk(audio, SAMPLE_RATE)
             elif isinstance(event, sm.ReplyDone):
                 reply = event.reply
         if reply is None:
             raise EngineError("the semantic model stopped without a reply")
-        wav = self._join(pieces)
+        tail = voice_out.finish()
+        if tail.size:
+            clock.mark_audio()
+            pieces.append(tail)
+            yield AudioChunk(tail, SAMPLE_RATE)
+        wav = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)  # the streamed pieces are the reply
         yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size), list(reply.warnings))
 
     def _join(self, pieces: list[np.ndarray]) -> np.ndarray:
