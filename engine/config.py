@@ -44,6 +44,7 @@ class PipelineConfig:
     stream_context_frames: int = 150  # generated frames fed back to the perceptual model as left context
     stream_overlap_frames: int = 25  # codec decode overlap before each streamed piece
     stream_holdback_frames: int = 4  # frames held until the next chunk gives them right context
+    stream_lookahead_frames: int = 10  # last frames of a chunk generated again with the next one
 
 
 @dataclass

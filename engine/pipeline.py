@@ -267,7 +267,7 @@ class Engine:
     def _utterance(self, prompt: Prompt, options: GenerationOptions) -> UtteranceSynthesizer:
         """A synthesizer that streams one utterance in chunks, each continuing the previous ones."""
         p = self.config.pipeline
-        settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames)
+        settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames, p.stream_lookahead_frames)
         return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, steps=options.steps,
                                     chain=options.chain, guidance_scale=options.guidance_scale, seed=options.seed)
 
