@@ -365,7 +365,7 @@ class Engine:
         reply = None
         voice_out = self._utterance(prompt, options)  # the reply's speech, chunk after chunk, as one utterance
         heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
-        for i, event in enumerate(self.semantic.stream_respond(conversation, user_input, self._sampling(options))):
+        for event in self.semantic.stream_respond(conversation, user_input, self._sampling(options)):
             if isinstance(event, sm.TranscriptDelta):
                 if heard is not None:
                     heard.append(event.text)
