@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.errors import ModelUnavailableError
-from engine.semantic.config import SamplingConfig, SemanticConfig
+from engine.semantic.config import SamplingConfig, SemanticConfig, TextSamplingConfig
 from engine.semantic.history import Conversation
 from engine.semantic.model import ReplyDone, SemanticModel, TextDelta, TranscriptDelta, UnitChunk
 from tests.semantic_helpers import save_anygpt_layout, save_ours
@@ -15,7 +15,8 @@ SAMPLING = SamplingConfig(max_new_tokens=50, seed=3)
 
 @pytest.fixture(scope="module", params=["anygpt", "speechgpt_gen"])
 def tiny(request):
-    cfg = SemanticConfig(random_init=True, family=request.param, max_text_tokens=12, unit_chunk=10, sampling=SAMPLING)
+    cfg = SemanticConfig(random_init=True, family=request.param, max_text_tokens=12, unit_chunk=10, sampling=SAMPLING,
+                         text_sampling=TextSamplingConfig(seed=SAMPLING.seed, max_new_tokens=SAMPLING.max_new_tokens))
     return SemanticModel.tiny(cfg)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class SamplingConfig:
     """Decoding settings. The defaults are AnyGPT's speech-output settings
     (``config/speech_generate_config.json``: temperature 1, top-p 1, repetition penalty 1.05, 1500
-    new tokens); text output (ASR) uses ``text_generate_config.json``: see ``text_sampling_default()``."""
+    new tokens); text output (ASR) uses ``text_generate_config.json``: see ``TextSamplingConfig``."""
 
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
@@ -18,10 +18,13 @@ class SamplingConfig:
     seed: int | None = None
 
 
-def text_sampling_default() -> SamplingConfig:
+@dataclass
+class TextSamplingConfig(SamplingConfig):
     """AnyGPT's text-output settings (``config/text_generate_config.json``: temperature 1, top-p 1,
     100 new tokens, no repetition penalty), used for ASR."""
-    return SamplingConfig(temperature=1.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=100)
+
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 100
 
 
 TASKS = ("chat", "tts", "asr")
@@ -56,7 +59,7 @@ class SemanticConfig:
     unit_chunk: int = 50  # stream reply units in chunks of this many frames (1 s)
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
-    text_sampling: SamplingConfig = field(default_factory=text_sampling_default)  # text output: ASR
+    text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
 
     def path_for(self, task: str) -> str:
         """The checkpoint that serves ``task`` (chat | tts | asr); a random tiny model serves all."""
