@@ -40,6 +40,11 @@ class PipelineConfig:
     chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size
     crossfade_ms: float = 30.0
     sentence_pause_ms: float = 120.0
+    # streamed chat speech (engine.perceptual.streaming): each unit chunk continues the previous ones
+    stream_context_frames: int = 150  # generated frames fed back to the perceptual model as left context
+    stream_overlap_frames: int = 25  # codec decode overlap before each streamed piece
+    stream_holdback_frames: int = 4  # frames held until the next chunk gives them right context
+    stream_lookahead_frames: int = 10  # last frames of a chunk generated again with the next one
 
 
 @dataclass

@@ -24,6 +24,8 @@ from engine.codec import Codec, resolve_device
 from engine.config import AppConfig
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
+from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
+from engine.semantic.config import TASK_NAMES, semantic_role
 from engine.textfront import crossfade_join, normalize_text, split_sentences
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ class Engine:
         self.device = resolve_device(config.pipeline.device)
         self._lock = threading.RLock()
         self._codec: Codec | None = None
-        self._semantic = None
+        self._semantic: dict[str, object] = {}  # checkpoint -> SemanticModel (one per distinct semantic.*_path)
         self._perceptual: dict[str, PerceptualModel] = {}
         self._voices = None
 
@@ -153,15 +155,23 @@ class Engine:
 
     @property
     def semantic(self):
+        """The chat model (``semantic.path``)."""
+        return self.semantic_for("chat")
+
+    def semantic_for(self, task: str):
+        """The semantic LLM that serves ``task`` (chat | tts | asr): ``semantic.path`` for chat,
+        ``semantic.tts_path`` / ``asr_path`` (AnyGPT-base by default) for the base-model templates.
+        Tasks naming the same checkpoint share one loaded model."""
+        cfg = self.config.semantic
+        path = cfg.path_for(task)
         with self._lock:
-            if self._semantic is None:
+            if path not in self._semantic:
                 from engine.semantic.model import SemanticModel
 
-                log.info("loading semantic LLM %s", self.config.semantic.path)
-                cfg = self.config.semantic
+                log.info("loading semantic LLM %s (%s)", path, ", ".join(cfg.routes()[path]))
                 device = cfg.device if cfg.device != "auto" else str(self.device)
-                self._semantic = SemanticModel.from_config(cfg, device=device)
-            return self._semantic
+                self._semantic[path] = SemanticModel.from_config(replace(cfg, path=path), device=device)
+            return self._semantic[path]
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind
@@ -188,7 +198,11 @@ class Engine:
 
     def load(self, progress: Progress | None = None) -> None:
         """Load every model the config uses now (instead of on first use)."""
-        steps = [("codec", lambda: self.codec), ("semantic LLM", lambda: self.semantic), ("perceptual model", lambda: self.perceptual())]
+        cfg = self.config.semantic
+        steps = [("codec", lambda: self.codec)]
+        for path, tasks in cfg.routes().items():
+            steps.append((f"semantic LLM for {', '.join(tasks)}", lambda task=tasks[0]: self.semantic_for(task)))
+        steps.append(("perceptual model", lambda: self.perceptual()))
         for i, (name, fn) in enumerate(steps):
             if progress:
                 progress(i / len(steps), f"loading {name}")
@@ -210,7 +224,10 @@ class Engine:
 
         add("codec", cfg.codec.name, cfg.codec.path, self._codec, cfg.codec.dtype)
         sem = cfg.semantic
-        add("semantic", sem.family, sem.path, self._semantic, f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
+        for path, tasks in sem.routes().items():  # which model serves which task
+            role = semantic_role(tasks)
+            add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}", path, self._semantic.get(path),
+                f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
         kind = cfg.perceptual.kind
         pc = getattr(cfg.perceptual, kind)
         model = self._perceptual.get(kind)
@@ -241,14 +258,25 @@ class Engine:
         max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
         return Prompt.from_codes(codes[:, :max_frames], codec)
 
+    def _checked_units(self, units: list[int]) -> list[int]:
+        bad = [u for u in units if not 0 <= u < self.codec.codebook_size]
+        if bad:
+            raise EngineError(f"{len(bad)} speech units are outside 0..{self.codec.codebook_size - 1}: the semantic model and the codec do not match")
+        return units
+
+    def _utterance(self, prompt: Prompt, options: GenerationOptions) -> UtteranceSynthesizer:
+        """A synthesizer that streams one utterance in chunks, each continuing the previous ones."""
+        p = self.config.pipeline
+        settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames, p.stream_lookahead_frames)
+        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, steps=options.steps,
+                                    chain=options.chain, guidance_scale=options.guidance_scale, seed=options.seed)
+
     def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0) -> np.ndarray:
         """RVQ-1 units -> waveform in the prompt's voice."""
         if not units:
             return np.zeros(0, dtype=np.float32)
         codec = self.codec
-        bad = [u for u in units if not 0 <= u < codec.codebook_size]
-        if bad:
-            raise EngineError(f"{len(bad)} speech units are outside 0..{codec.codebook_size - 1}: the semantic model and the codec do not match")
+        self._checked_units(units)
         model = self.perceptual(options.perceptual)
         seed = None if options.seed is None else options.seed + seed_offset
         tokens = torch.tensor(units, dtype=torch.long)
@@ -277,7 +305,7 @@ class Engine:
             if progress:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
-            units = self.semantic.speak(chunk, chunk_sampling)
+            units = self.semantic_for("tts").speak(chunk, chunk_sampling)
             if not units:
                 warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
                 continue
@@ -335,8 +363,9 @@ class Engine:
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
         reply = None
+        voice_out = self._utterance(prompt, options)  # the reply's speech, chunk after chunk, as one utterance
         heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
-        for i, event in enumerate(self.semantic.stream_respond(conversation, user_input, self._sampling(options))):
+        for event in self.semantic.stream_respond(conversation, user_input, self._sampling(options)):
             if isinstance(event, sm.TranscriptDelta):
                 if heard is not None:
                     heard.append(event.text)
@@ -347,15 +376,21 @@ class Engine:
             if isinstance(event, sm.TextDelta):
                 yield TextDelta(event.text)
             elif isinstance(event, sm.UnitChunk):
-                audio = self._synthesize(event.units, prompt, options, seed_offset=i)
-                clock.mark_audio()
-                pieces.append(audio)
-                yield AudioChunk(audio, SAMPLE_RATE)
+                audio = voice_out.push(self._checked_units(event.units))
+                if audio.size:
+                    clock.mark_audio()
+                    pieces.append(audio)
+                    yield AudioChunk(audio, SAMPLE_RATE)
             elif isinstance(event, sm.ReplyDone):
                 reply = event.reply
         if reply is None:
             raise EngineError("the semantic model stopped without a reply")
-        wav = self._join(pieces)
+        tail = voice_out.finish()
+        if tail.size:
+            clock.mark_audio()
+            pieces.append(tail)
+            yield AudioChunk(tail, SAMPLE_RATE)
+        wav = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)  # the streamed pieces are the reply
         yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size), list(reply.warnings))
 
     def _join(self, pieces: list[np.ndarray]) -> np.ndarray:

@@ -12,7 +12,7 @@ from engine.semantic.units import ANYGPT_UNITS, SPEECHGPT_GEN_UNITS
 
 SYSTEM = "You are an AI assistant named MMGPT who can understand and generate multimodal content, including text, speech, images and audio."
 SPOKEN = " Please recognize the voice command and give reply and voice"
-TYPED = " Please interpret the user's text input, create a textual response, and subsequently produce a corresponding voice reply."
+TYPED = ""  # the official chat CLI's default ("interleaved") passes typed text as it is
 
 
 def test_anygpt_chat_prompts_render_exactly():
@@ -30,10 +30,10 @@ def test_anygpt_chat_prompts_render_exactly():
 
 def test_anygpt_base_tts_and_asr_prompts_render_exactly():
     fam = prompt_family("anygpt")
-    assert fam.tts_prompt("Hi there") == "[Human]: Please read this text aloud. This is input: Hi there<eoh> [MMGPT]:"
-    assert fam.tts_prompt("Hi", 1) == "[Human]: Convert this text into speech. This is input: Hi<eoh> [MMGPT]:"
+    assert fam.tts_prompt("Hi there") == "[Human]: I require you to translate these letters into understandable spoken words. This is input: Hi there<eoh> [MMGPT]:"
+    assert fam.tts_prompt("Hi", 1) == "[Human]: Please read this text out loud so I can hear it. This is input: Hi<eoh> [MMGPT]:"
     assert fam.tts_response([3, 3]) == " <sosp><🗣️3><🗣️3><eosp><eos>"
-    assert fam.asr_prompt([1]) == "[Human]: Please transcribe this speech into written text. <sosp><🗣️1><eosp><eoh> [MMGPT]:"
+    assert fam.asr_prompt([1]) == "[Human]: Convert the speech into a written transcript. <sosp><🗣️1><eosp><eoh> [MMGPT]:"
     assert fam.asr_response("hello") == " hello<eos>"
 
 

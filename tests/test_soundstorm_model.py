@@ -30,21 +30,21 @@ def test_generate_contract(mode):
     model = tiny(mode)
     sem, prompt = inputs()
     calls = []
-    out = model.generate(sem, prompt, steps=3, on_call=lambda t: calls.append(t.clone()))
+    out = model.generate(sem, prompt, steps=3, keep_prompt=True, on_call=lambda t: calls.append(t.clone()))
     assert out.shape == (2, 7, 8) and out.dtype == torch.long
     assert torch.equal(out[..., 0], sem)  # RVQ-1 passes through
     assert int(out[..., 1:].min()) >= 0 and int(out[..., 1:].max()) < 1024  # no mask ids left
-    # the prompt's own tokens are what every network call sees on the prompt frames (keep_prompt default)
+    # the prompt's own tokens are what every network call sees on the prompt frames (keep_prompt=True, our variant)
     for t in calls:
         assert torch.equal(t[:, :5], prompt[:, :, 1:])
     expected_calls = {"soundstorm": 3 + 6, "anygpt": 4 + 6, "speechgpt_gen": 4 + 6 * 4}[mode]
     assert len(calls) == expected_calls
     # greedy decoding in our mode uses no noise at all; the public modes are reproducible from a seed
-    again = model.generate(sem, prompt, steps=3, seed=None if mode == "soundstorm" else 0)
+    again = model.generate(sem, prompt, steps=3, keep_prompt=True, seed=None if mode == "soundstorm" else 0)
     if mode == "soundstorm":
         assert torch.equal(again, out)
     else:
-        assert torch.equal(again, model.generate(sem, prompt, steps=3, seed=0))
+        assert torch.equal(again, model.generate(sem, prompt, steps=3, keep_prompt=True, seed=0))
 
 
 def test_soundstorm_mode_levels_above_stay_masked():
@@ -80,12 +80,15 @@ def test_sampling_is_seeded_and_differs_from_greedy():
 
 
 def test_public_modes_keep_prompt_flag():
-    """keep_prompt=False reproduces the public code: the finer levels overwrite the prompt too."""
+    """keep_prompt=False (the default) reproduces the public code: the finer levels overwrite the prompt too."""
     model = tiny("anygpt")
     sem, prompt = inputs(b=1)
     calls = []
-    model.generate(sem, prompt, steps=2, keep_prompt=False, seed=0, on_call=lambda t: calls.append(t.clone()))
+    model.generate(sem, prompt, steps=2, seed=0, on_call=lambda t: calls.append(t.clone()))
     assert not torch.equal(calls[-1][:, :5, 2:], prompt[:, :, 3:])  # overwritten on the prompt frames
+    kept = []
+    model.generate(sem, prompt, steps=2, keep_prompt=True, seed=0, on_call=lambda t: kept.append(t.clone()))
+    assert torch.equal(kept[-1][:, :5], prompt[:, :, 1:])
 
 
 def test_without_prompt_and_bad_inputs():

@@ -40,8 +40,11 @@ def model_availability(cfg: AppConfig) -> list[tuple[str, bool, str]]:
     if s.random_init:
         rows.append(("semantic", True, "semantic LLM: tiny random LLaMA + tokenizer built in code (tests only)"))
     else:
-        ok, msg = _files_line("semantic LLM", s.path, ["config.json"], None, _LLM_WEIGHTS)
-        rows.append(("semantic", ok, msg))
+        from engine.semantic.config import TASK_NAMES, semantic_role
+
+        for path, tasks in s.routes().items():  # one row per checkpoint, naming the tasks it serves
+            ok, msg = _files_line(f"semantic LLM ({', '.join(TASK_NAMES[t] for t in tasks)})", path, ["config.json"], None, _LLM_WEIGHTS)
+            rows.append((semantic_role(tasks), ok, msg))
     p = cfg.perceptual
     f = p.flow
     if f.random_init:
@@ -119,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{'ok' if ok else '--'}] {msg}")
     print("\n## evaluation scorers (python -m engine eval)")
     print("\n".join(scorer_lines()))
-    active = {"codec", "semantic", cfg.perceptual.kind}
-    missing = [r for r, ok, _ in rows if r in active and not ok]
+    active = {"codec", cfg.perceptual.kind}
+    missing = [r for r, ok, _ in rows if (r in active or r.startswith("semantic")) and not ok]
     print()
     if missing:
         print(f"Not ready: {', '.join(missing)} missing. The app still starts and tells you this in its status area.")

@@ -165,7 +165,7 @@ def evaluate(
     engine.codec  # noqa: B018
     engine.perceptual(perceptual)
     if task == "tts":
-        engine.semantic  # noqa: B018
+        engine.semantic_for("tts")
     if ground_truth:
         truth = "ground-truth" if task == "tts" else "source"
         for item in items:

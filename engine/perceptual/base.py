@@ -22,9 +22,10 @@ from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 
 @dataclass
 class Prompt:
-    """A voice prompt. codes [8, P]; embeddings [P, D]."""
+    """A voice prompt. codes [8, P] (None when part of it is continuous, e.g. a flow model's own
+    output fed back as left context); embeddings [P, D]."""
 
-    codes: Tensor
+    codes: Tensor | None
     semantic_emb: Tensor
     complete_emb: Tensor
 
@@ -37,7 +38,14 @@ class Prompt:
 
     @property
     def num_frames(self) -> int:
-        return int(self.codes.shape[1])
+        return int(self.complete_emb.shape[0])
+
+    def extended(self, codec: Codec, tokens: Tensor, complete_emb: Tensor, codes: Tensor | None = None) -> "Prompt":
+        """This prompt continued by generated frames: RVQ-1 ``tokens`` [T], their ``complete_emb``
+        [T, D] and, for a discrete model, their ``codes`` [8, T] (a prompt continuation)."""
+        joined = None if self.codes is None or codes is None else torch.cat([self.codes, torch.as_tensor(codes).long()], dim=1)
+        return Prompt(joined, torch.cat([self.semantic_emb, codec.semantic_embedding(torch.as_tensor(tokens).long())]),
+                      torch.cat([self.complete_emb, torch.as_tensor(complete_emb).float()]))
 
 
 class PerceptualModel(Protocol):
@@ -52,9 +60,19 @@ class PerceptualModel(Protocol):
         chain: str | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        frame_offset: int = 0,
     ) -> Tensor:
-        """Target RVQ-1 tokens [T] + prompt -> complete embedding [T, D] (float32, CPU)."""
+        """Target RVQ-1 tokens [T] + prompt -> complete embedding [T, D] (float32, CPU).
+        ``frame_offset``: index of the first target frame within the whole utterance (streaming: a
+        seeded model draws the same noise for a frame whether it comes in one pass or in chunks)."""
         ...
+
+
+def frame_noise(seed: int, frames: range, dim: int) -> Tensor:
+    """Standard normal noise [len(frames), dim], one private generator per frame index, so that
+    frame i gets the same noise whatever call it is generated in (negative indices: prompt frames)."""
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed((seed * 1_000_003 + i) % (2**63))) for i in frames]
+    return torch.stack(rows) if rows else torch.zeros(0, dim)
 
 
 def _seeded(seed: int, build):
@@ -103,14 +121,18 @@ class FlowPerceptual:
             self._models[chain] = _seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval().cast_weights(self.dtype)
         return self._models[chain]
 
-    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
+    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
         model = self.model(chain)
         semantic = self.codec.semantic_embedding(tokens)  # [T, D]
+        noise = None
+        if seed is not None:  # per-frame noise: prompt frames, then the utterance's frames up to this chunk's end
+            p, t = prompt.num_frames, int(semantic.shape[0])
+            noise = [frame_noise(seed, range(frame_offset - p, frame_offset + t), self.codec.dim)]
         return model.generate(
             [semantic], [prompt.complete_emb], [prompt.semantic_emb],
             steps=steps or self.cfg.steps, method=self.cfg.solver, schedule=self.cfg.schedule,
             guidance_scale=self.cfg.guidance_scale if guidance_scale is None else guidance_scale,
-            temperature=self.cfg.temperature, seed=seed,
+            temperature=self.cfg.temperature, seed=seed, noise=noise,
         )[0]
 
 
@@ -129,12 +151,18 @@ class SoundStormPerceptual:
                 raise ModelUnavailableError("no SoundStorm checkpoint configured: set perceptual.soundstorm.path")
             self.model = SoundStorm.from_pretrained(cfg.path, cfg.filename, codec=codec.name, device=device, checkpoint_codec=cfg.checkpoint_codec)
 
-    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None) -> Tensor:
+    def generate_codes(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
+        """Target RVQ-1 tokens [T] + prompt -> codes [8, T] (RVQ-1 = ``tokens``)."""
+        if prompt.codes is None:
+            raise EngineError("SoundStorm needs the discrete codes of its prompt; this prompt holds only embeddings")
         codes = self.model.generate(
             tokens[None], prompt.codes.t()[None], steps=steps or self.cfg.steps, greedy=self.cfg.greedy,
-            temperature=self.cfg.temperature, mode=self.cfg.mode, seed=seed,
+            temperature=self.cfg.temperature, mode=self.cfg.mode, keep_prompt=self.cfg.keep_prompt, seed=seed,
         )  # [1, T, 8]
-        return self.codec.embed(codes[0].t())  # [T, D]
+        return codes[0].t()
+
+    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
+        return self.codec.embed(self.generate_codes(tokens, prompt, steps=steps, seed=seed))  # [T, D]
 
 
 def load_perceptual(kind: str, cfg: PerceptualConfig, codec: Codec, device: torch.device) -> PerceptualModel:

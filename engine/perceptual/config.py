@@ -33,10 +33,11 @@ class SoundStormConfig:
     random_init: bool = False
     size: str = "base"
     seed: int = 0
-    steps: int = 8  # MaskGIT iterations for RVQ-2
+    steps: int | None = None  # MaskGIT iterations for RVQ-2; None: 3 for the public checkpoints (AnyGPT's vc_steps), 8 for ours
     greedy: bool = True
     temperature: float = 1.0  # sampling temperature when greedy is false
     mode: str | None = None  # decoding variant: soundstorm | anygpt | speechgpt_gen (None: the model's own)
+    keep_prompt: bool = False  # public variants: True keeps the prompt's finer levels (ours); False = the public decode
     checkpoint_codec: str | None = None  # codec a public checkpoint was trained on (None: told by its path)
 
 

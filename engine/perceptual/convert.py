@@ -5,6 +5,8 @@ Official Conformer block names (both SpeechGPT-Gen and AnyGPT repositories) -> o
   attn.norm / attn.fn.to_q / to_kv / to_out        -> attn.norm / attn.to_q / to_kv / to_out
   conv.net1.0 / conv.net1.2 / conv.ds_conv.conv    -> conv.norm / conv.pointwise_in / conv.depthwise
   conv.net2.1.gamma / conv.net2.2                  -> conv.channel_norm.gamma / conv.pointwise_out
+  soundstorm-speechtokenizer (the USLM checkpoint) keeps the convolution module in one Sequential:
+  conv.net.0 / .2 / .4.conv / .6.gamma / .7        -> conv.norm / pointwise_in / depthwise / channel_norm.gamma / pointwise_out
   post_norm                                        -> post_norm
 U-Conformer: contracting_layers.i, bottleneck_layers.i, expanding_layers.i are our layers
 0..c-1, c..L-c-1, L-c..L-1; projs.j is skip_proj.j.
@@ -32,6 +34,12 @@ _BLOCK_RULES: list[tuple[str, str]] = [
     (r"^conv\.ds_conv\.conv\.", "conv.depthwise."),
     (r"^conv\.net2\.1\.gamma$", "conv.channel_norm.gamma"),
     (r"^conv\.net2\.2\.", "conv.pointwise_out."),
+    # soundstorm-speechtokenizer (USLM): the same module as one Sequential
+    (r"^conv\.net\.0\.", "conv.norm."),
+    (r"^conv\.net\.2\.", "conv.pointwise_in."),
+    (r"^conv\.net\.4\.conv\.", "conv.depthwise."),
+    (r"^conv\.net\.6\.gamma$", "conv.channel_norm.gamma"),
+    (r"^conv\.net\.7\.", "conv.pointwise_out."),
     (r"^post_norm\.", "post_norm."),
 ]
 

@@ -11,9 +11,10 @@ then the finer levels follow, one greedy pass each. Three variants (``mode``):
 - ``"anygpt"`` and ``"speechgpt_gen"``: exact replicas of the two public implementations,
   including their quirks (frame counts applied to all N*Q positions, scoring over prompt and
   every level, finer levels overwriting the levels above them; one pass per finer level for
-  AnyGPT, steps + 1 for SpeechGPT-Gen), which the golden fixtures pin down. With
-  ``keep_prompt=True`` (the default) the finer levels never overwrite the prompt's own tokens;
-  ``keep_prompt=False`` reproduces the public code bit for bit.
+  AnyGPT, steps + 1 for SpeechGPT-Gen), which the golden fixtures pin down. The defaults
+  (``keep_prompt=False``, ``steps=None`` = ``PUBLIC_STEPS``, greedy) reproduce the public code bit
+  for bit, the way AnyGPT runs it; ``keep_prompt=True`` is our variant, in which the finer levels
+  never overwrite the prompt's own tokens (docs/perceptual.md gives its measured effect).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from engine.perceptual.conformer import Conformer, ConformerConfig
 
 NoiseFn = Callable[[tuple[int, ...]], Tensor]  # shape -> Gumbel noise of that shape
 MODES = ("soundstorm", "anygpt", "speechgpt_gen")
+PUBLIC_STEPS = 3  # AnyGPT's config/generate_config.json "vc_steps", passed to generate by its inference code
+OUR_STEPS = 8  # our paper-style decoding (mode "soundstorm")
+
+
+def default_steps(mode: str) -> int:
+    """MaskGIT iterations when none are asked for: the public setting for the public variants."""
+    return OUR_STEPS if mode == "soundstorm" else PUBLIC_STEPS
 
 SIZES = {
     "tiny": ConformerConfig(dim=32, depth=2, heads=2, dim_head=16),
@@ -165,27 +173,30 @@ class SoundStorm(nn.Module):
         semantic_tokens: Tensor,
         prompt_codes: Tensor | None = None,
         *,
-        steps: int = 8,
+        steps: int | None = None,
         greedy: bool = True,
         temperature: float = 1.0,
         mode: str | None = None,
-        keep_prompt: bool = True,
+        keep_prompt: bool = False,
         seed: int | None = None,
         noise_fn: NoiseFn | None = None,
         on_call: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
         """semantic_tokens [B, Nt] (RVQ-1), prompt_codes [B, Np, 8] (RVQ-1..8) or None -> codes [B, Nt, 8].
 
-        ``steps``: MaskGIT iterations for RVQ-2. ``greedy``: argmax decoding (in the public modes,
+        ``steps``: MaskGIT iterations for RVQ-2 (None: ``default_steps(mode)``). ``greedy``: argmax decoding (in the public modes,
         as in the public code, level 2 still adds Gumbel noise at a growing temperature i/steps);
         ``greedy=False`` samples every token from the top-k filtered distribution at ``temperature``.
-        ``mode`` defaults to the model's ``cfg.mode``. ``seed`` makes the random draws reproducible
+        ``mode`` defaults to the model's ``cfg.mode``. ``keep_prompt`` (public modes only): False as
+        in the public code (the finer-level passes overwrite the prompt frames too), True keeps the
+        prompt's own tokens. ``seed`` makes the random draws reproducible
         (None: the global RNG); ``noise_fn(shape)`` replaces the Gumbel noise source;
         ``on_call(tokens [B, N, Q])`` sees every network input (for step-by-step diffing).
         """
         mode = mode or self.cfg.mode
         if mode not in MODES:
             raise ValueError(f"unknown SoundStorm mode {mode!r}; use one of {', '.join(MODES)}")
+        steps = default_steps(mode) if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if not greedy and temperature <= 0:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SamplingConfig:
-    """Decoding settings (AnyGPT's defaults: temperature 1, top-p 1, repetition penalty 1.05)."""
+    """Decoding settings. The defaults are AnyGPT's speech-output settings
+    (``config/speech_generate_config.json``: temperature 1, top-p 1, repetition penalty 1.05, 1500
+    new tokens); text output (ASR) uses ``text_generate_config.json``: see ``TextSamplingConfig``."""
 
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
@@ -17,11 +19,37 @@ class SamplingConfig:
 
 
 @dataclass
+class TextSamplingConfig(SamplingConfig):
+    """AnyGPT's text-output settings (``config/text_generate_config.json``: temperature 1, top-p 1,
+    100 new tokens, no repetition penalty), used for ASR."""
+
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 100
+
+
+TASKS = ("chat", "tts", "asr")
+TASK_NAMES = {"chat": "chat", "tts": "TTS", "asr": "ASR"}
+
+
+def semantic_role(tasks: list[str]) -> str:
+    """Status role of the semantic model serving ``tasks``: ``semantic`` for the chat model,
+    ``semantic-tts-asr`` and the like for a separate base model."""
+    return "semantic" if "chat" in tasks else "semantic-" + "-".join(tasks)
+
+
+@dataclass
 class SemanticConfig:
     """Which semantic LLM to load and how (see docs/semantic.md)."""
 
-    path: str = "fnlp/AnyGPT-chat"  # hub id or local folder
+    path: str = "fnlp/AnyGPT-chat"  # hub id or local folder: the chat model
+    # TTS and ASR prompts are AnyGPT-base templates: the authors run them on fnlp/AnyGPT-base.
+    # None: the chat model serves the task too (one LLM in memory instead of two)
+    tts_path: str | None = "fnlp/AnyGPT-base"
+    asr_path: str | None = "fnlp/AnyGPT-base"
     family: str = "anygpt"  # anygpt | speechgpt_gen (prompt templates and unit tokens)
+    # auto | anygpt | native: text ids as transformers 4.34.1's slow LlamaTokenizer gives them (AnyGPT's
+    # stack; auto: for SentencePiece checkpoints without tokenizer.json) or as today's transformers does
+    tokenizer_ids: str = "auto"
     random_init: bool = False  # tiny profile: tiny random LLaMA + tokenizer built in code
     seed: int = 0
     quant: str = "none"  # none | 4bit (bitsandbytes NF4)
@@ -30,4 +58,20 @@ class SemanticConfig:
     max_context_tokens: int = 4096
     unit_chunk: int = 50  # stream reply units in chunks of this many frames (1 s)
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
+    text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
+
+    def path_for(self, task: str) -> str:
+        """The checkpoint that serves ``task`` (chat | tts | asr); a random tiny model serves all."""
+        if task not in TASKS:
+            raise ValueError(f"unknown semantic task {task!r}; use one of {', '.join(TASKS)}")
+        if self.random_init or task == "chat":
+            return self.path
+        return (self.tts_path if task == "tts" else self.asr_path) or self.path
+
+    def routes(self) -> dict[str, list[str]]:
+        """Checkpoint -> the tasks it serves, chat model first."""
+        out: dict[str, list[str]] = {}
+        for task in TASKS:
+            out.setdefault(self.path_for(task), []).append(task)
+        return out

@@ -22,6 +22,7 @@ from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
 from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, displayable, prompt_family
+from engine.semantic.slow_llama import SlowLlamaEncoder, slow_llama_encoder_for
 from engine.semantic.units import EOSP, SOSP
 
 __all__ = ["SemanticModel", "ChatReply", "ChatEvent", "TranscriptDelta", "TextDelta", "UnitChunk", "ReplyDone", "parse_reply", "sample_next"]
@@ -75,14 +76,19 @@ def sample_next(logits: Tensor, history: Tensor, s: SamplingConfig, generator: t
 class SemanticModel:
     """A causal LM that reads/writes text and RVQ-1 units in one prompt family."""
 
-    def __init__(self, model, tokenizer, family: PromptFamily, cfg: SemanticConfig, name: str):
+    def __init__(self, model, tokenizer, family: PromptFamily, cfg: SemanticConfig, name: str, encoder: SlowLlamaEncoder | None = None):
+        """``encoder``: the 4.34.1-exact encoder of a SentencePiece LLaMA checkpoint (AnyGPT's
+        stack); without it text is encoded by ``tokenizer`` itself."""
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.encoder = encoder
         self.family = family
         self.cfg = cfg
         self.name = name
         self.device = next(model.parameters()).device
         self.vocab = tokenizer.get_vocab()
+        if encoder is not None:  # the ids the checkpoint was trained with win over a newer tokenizer's
+            self.vocab.update({t: i for t, (i, _) in encoder.added.items()})
         unit_tokens = family.units.all_tokens()
         missing = [t for t in unit_tokens[:3] + list(family.special_tokens) if t not in self.vocab]
         if missing:
@@ -151,6 +157,7 @@ class SemanticModel:
         local_only = Path(str(path)).expanduser().exists() or _offline()  # a local folder never needs the hub
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+            encoder = slow_llama_encoder_for(str(path), local_only, cfg.tokenizer_ids)  # AnyGPT's ids: transformers 4.34.1's slow LlamaTokenizer
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, **kwargs)
         except ImportError as exc:  # e.g. a SentencePiece tokenizer.model without the sentencepiece package
             raise ModelUnavailableError(f"could not load the semantic LLM from {path!r}: {exc}. Install the missing package (pip install sentencepiece)") from exc
@@ -167,11 +174,16 @@ class SemanticModel:
             raise ModelUnavailableError(f"could not load the semantic LLM from {path!r}: {exc}{hint}") from exc
         if "device_map" not in kwargs:
             model = model.to(device)
-        return cls(model, tokenizer, prompt_family(cfg.family), cfg, str(path))
+        return cls(model, tokenizer, prompt_family(cfg.family), cfg, str(path), encoder=encoder)
 
     # -------------------------------------------------------------- decode loop
     def _ids(self, text: str) -> list[int]:
+        if self.encoder is not None:
+            return self.encoder.encode(text)
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.encoder.decode(ids) if self.encoder is not None else self.tokenizer.decode(ids)
 
     def count_tokens(self, text: str) -> int:
         return len(self._ids(text))
@@ -257,11 +269,11 @@ class SemanticModel:
                 if seg.name == "units":
                     yield "unit", self.unit_of[token]
                 else:
-                    text = self.tokenizer.decode(slot_ids)
+                    text = self._decode(slot_ids)
                     if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for an incomplete character
                         yield "text", (seg.name, displayable(text[len(shown):]))
                         shown = text
-            body = self.tokenizer.decode(slot_ids)
+            body = self._decode(slot_ids)
             if seg.name != "units" and len(body) > len(shown):  # flush a character held back as incomplete
                 yield "text", (seg.name, displayable(body[len(shown):]))
             if stop_token is None:  # budget reached: close the slot ourselves so the reply stays well-formed
@@ -304,9 +316,11 @@ class SemanticModel:
         return [u for chunk in self.stream_speak(text, sampling, instruction) for u in chunk]
 
     def transcribe(self, units: list[int], sampling: SamplingConfig | None = None, instruction: int = 0) -> str:
-        """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing)."""
+        """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing).
+        Without ``sampling``, the text-output settings (``cfg.text_sampling``) are used."""
         raw = ""
-        for kind, value in self._generate(self.family.asr_prompt(list(units), instruction), self.family.asr_scaffold(), self._sampling(sampling)):
+        sampling = sampling or self.cfg.text_sampling
+        for kind, value in self._generate(self.family.asr_prompt(list(units), instruction), self.family.asr_scaffold(), sampling):
             if kind == "done":
                 raw = value  # type: ignore[assignment]
         return parse_text(self.family, raw)[0]

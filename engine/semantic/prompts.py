@@ -16,7 +16,7 @@ AnyGPT (facts from the public AnyGPT code: MMGPT conversation template, base-mod
 instruction lists, and the speech-conversation SFT sample):
     chat   {system}\\n[Human]: {msg}<eoh>\\n[MMGPT]: <-Ins-> {transcript}\\n <-Res-> {text} <sosp>...<eosp><eos>\\n
            spoken msg = ``<sosp>...<eosp> Please recognize the voice command and give reply and voice``
-           typed msg  = ``{text} Please interpret the user's text input, ... voice reply.``, reply ``{text}\\n<sosp>...<eosp>``
+           typed msg  = ``{text}`` as typed (the chat CLI's "interleaved" task), reply ``{text}\\n<sosp>...<eosp>``
     base   [Human]: {instruction} This is input: {text}<eoh> [MMGPT]: <sosp>...<eosp><eos>     (TTS)
            [Human]: {instruction} <sosp>...<eosp><eoh> [MMGPT]: {text}<eos>                       (ASR)
 SpeechGPT-Gen (chain of modality, SpeechGPT convention; our fine-tunes):
@@ -106,19 +106,24 @@ class AnyGPTPrompts(PromptFamily):
     system = "You are an AI assistant named MMGPT who can understand and generate multimodal content, including text, speech, images and audio."
     special_tokens = ("[Human]", "[MMGPT]", "<eoh>", "<eos>", "<-Ins->", "<-Res->", SOSP, EOSP)
     end_of_turn = "<eos>"
-    # task suffixes of the official prompter ("Speech-Instruction", "Text-Instruction2")
+    # the official chat CLI's phrasings: spoken input is its "Speech-Instruction" task; typed input is
+    # its default "interleaved" task, which passes the text as typed ("Text-Instruction2" adds a suffix)
     spoken_suffix = "Please recognize the voice command and give reply and voice"
-    typed_suffix = "Please interpret the user's text input, create a textual response, and subsequently produce a corresponding voice reply."
-    # a few phrasings from the official instruction lists (text->speech, speech->text)
+    typed_suffixes = {
+        "interleaved": "",
+        "Text-Instruction2": "Please interpret the user's text input, create a textual response, and subsequently produce a corresponding voice reply.",
+    }
+    typed_task = "interleaved"
+    # phrasings from the official instruction lists (text2speech.txt, speech2text.txt)
     instructions_tts = (
-        "Please read this text aloud.",
-        "Convert this text into speech.",
-        "Generate speech from this text.",
-        "Speak this text for me.",
+        "I require you to translate these letters into understandable spoken words.",
+        "Please read this text out loud so I can hear it.",
+        "Can you translate these written words into audible speech for me?",
+        "Would you read these written words so that they can be heard?",
     )
     instructions_asr = (
-        "Please transcribe this speech into written text.",
         "Convert the speech into a written transcript.",
+        "Please transcribe this speech into written text.",
         "Generate a transcript of the spoken words.",
         "Write down the spoken words accurately.",
     )
@@ -126,7 +131,8 @@ class AnyGPTPrompts(PromptFamily):
     def user_message(self, text: str | None, units: list[int] | None) -> str:
         if units is not None:
             return f"{self.units.encode(units)} {self.spoken_suffix}"
-        return f"{text or ''} {self.typed_suffix}"
+        suffix = self.typed_suffixes[self.typed_task]
+        return f"{text or ''} {suffix}" if suffix else (text or "")
 
     def chat_prompt(self, history: list[str], message: str, system: bool = True) -> str:
         head = f"{self.system}\n" if system else ""
