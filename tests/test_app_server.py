@@ -68,7 +68,9 @@ def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
     import app.ui
 
     monkeypatch.setattr(app.ui, "build_demo", lambda engine, concurrency: seen.update(concurrency=concurrency) or Demo())
-    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0)
+    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0, prevent_thread_lock=True)
     assert seen["concurrency"] == 1 and seen["queue"] == {"default_concurrency_limit": 1}
+    paths = {r.path for r in seen["launch"]["app_kwargs"]["routes"]}  # the OpenAI API is served by the same app
+    assert {"/v1/audio/speech", "/v1/audio/voices", "/v1/voices", "/v1/audio/transcriptions", "/v1/models"} <= paths
     assert seen["launch"]["server_name"] == "0.0.0.0" and seen["launch"]["server_port"] == 1234
     assert "block the microphone" in caplog.text
