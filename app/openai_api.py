@@ -89,11 +89,12 @@ def encode_audio(wav: np.ndarray, sample_rate: int, response_format: str) -> byt
     import soundfile as sf
 
     fmt, subtype, _ = FORMATS[response_format]
-    samples = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
+    # one float -> 16-bit rounding for every format (libsndfile's own scaling differs between them)
+    pcm = (np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2")
     if response_format == "pcm":
-        return (samples * 32767).astype("<i2").tobytes()
+        return pcm.tobytes()
     buf = io.BytesIO()
-    sf.write(buf, samples, sample_rate, format=fmt, subtype=subtype)
+    sf.write(buf, pcm, sample_rate, format=fmt, subtype=subtype)
     return buf.getvalue()
 
 
