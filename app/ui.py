@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SPOKEN = "(spoken)"  # marks a user turn that was speech; plain text, so it renders without an emoji font
 UPLOAD = "(my clip below)"  # voice dropdown entry: take the voice from the uploaded / recorded clip
 MODELS = "models"  # concurrency group of every event that runs a model
+PARAGRAPH = "\n\n"  # line break in Markdown (between the "models loaded" line and the timings)
 OUTPUT_TTL_S = 3600  # generated files older than this are removed from the output folder
 
 
@@ -151,7 +152,7 @@ class UI:
         for w in r.warnings:
             gr.Warning(w)
         path = self.out_file(r.wav, r.sample_rate, "tts")
-        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary()}"
+        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary(PARAGRAPH)}"
 
     def convert(self, source, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, seed=-1,
                 progress=gr.Progress()):
@@ -164,7 +165,7 @@ class UI:
         except Exception as exc:
             raise readable(exc) from exc
         path = self.out_file(r.wav, r.sample_rate, "converted")
-        return path, path, r.metrics.summary()
+        return path, path, r.metrics.summary(PARAGRAPH)
 
     # ------------------------------------------------------------------ chat
     def chat_turn(self, user, voice, clip, history, conversation, *knobs):
@@ -200,7 +201,7 @@ class UI:
                     for w in event.warnings:
                         gr.Warning(w)
                     path = self.out_file(event.wav, event.sample_rate, "reply") if event.wav.size else None
-                    yield history, None, path, path, event.metrics.summary(), conversation
+                    yield history, None, path, path, event.metrics.summary(PARAGRAPH), conversation
         except Exception as exc:
             err = readable(exc)
             history[-1] = {"role": "assistant", "content": f"Error: {err.message}"}

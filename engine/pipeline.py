@@ -54,10 +54,11 @@ class Metrics:
     peak_gpu_mem_mb: float | None = None
     load_s: float = 0.0  # models loaded for this request before it started (0 when they were ready)
 
-    def summary(self) -> str:
+    def summary(self, sep: str = "\n") -> str:
+        """The timings; model loading, when this request did it, on a line of its own (``sep`` between lines)."""
         mem = f", peak GPU {self.peak_gpu_mem_mb:.0f} MB" if self.peak_gpu_mem_mb is not None else ""
         line = f"first audio {self.first_audio_s:.2f} s, total {self.total_s:.2f} s for {self.audio_s:.2f} s of audio (RTF {self.rtf:.2f}){mem}"
-        return f"models loaded in {self.load_s:.2f} s (not counted below)\n\n{line}" if self.load_s > 0 else line
+        return f"models loaded in {self.load_s:.2f} s (not counted below){sep}{line}" if self.load_s > 0 else line
 
 
 @dataclass
@@ -188,13 +189,7 @@ class Engine:
             if self._voices is None:
                 from engine.voices import VoiceLibrary
 
-                paths = self.config.paths
-                self._voices = VoiceLibrary(
-                    self.config.resolve_path(paths.voices_dir),
-                    codec_name=self.config.codec.name,
-                    bundled_dir=self.config.resolve_path(paths.bundled_voices_dir),
-                    prompt_seconds=self.config.perceptual.prompt_seconds,
-                )
+                self._voices = VoiceLibrary.from_config(self.config)
             return self._voices
 
     def load(self, progress: Progress | None = None) -> None:
@@ -206,6 +201,11 @@ class Engine:
             fn()
         if progress:
             progress(1.0, "models loaded")
+
+    def _check_voice(self, voice: Voice) -> None:
+        """Fail fast on an unknown library voice, before any model loads."""
+        if isinstance(voice, str) and not _looks_like_path(voice):
+            self.voices.get(voice)
 
     def _ready(self, options: GenerationOptions, semantic: bool = True) -> float:
         """Load what a request needs before its clock starts; the seconds that took (0 when loaded)."""
@@ -289,6 +289,7 @@ class Engine:
         limit = self.config.pipeline.max_text_chars
         if len(text) > limit:
             raise EngineError(f"the text has {len(text)} characters; the limit is {limit} (pipeline.max_text_chars)")
+        self._check_voice(voice)
         if progress:
             progress(0.0, "loading models")
         load_s = self._ready(options)
@@ -323,6 +324,7 @@ class Engine:
     def convert(self, source: AudioSource, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
         """Zero-shot voice conversion: what ``source`` says, in ``voice``; same length as the source."""
         options = self._options(options)
+        self._check_voice(voice)
         if progress:
             progress(0.0, "loading models")
         load_s = self._ready(options, semantic=False)
@@ -354,6 +356,7 @@ class Engine:
 
         options = self._options(options)
         conversation = conversation if conversation is not None else self.new_conversation()
+        self._check_voice(voice)
         load_s = self._ready(options)
         clock = _Clock(self.device)
         if isinstance(user, str) and not _looks_like_path(user):
