@@ -359,10 +359,10 @@ def flow_visibility(kind: str):
     return gr.update(visible=kind == "flow"), gr.update(visible=kind == "flow")
 
 
-def knobs(cfg, with_llm: bool = True) -> tuple:
+def knobs(cfg, with_llm: bool = True, elem_id: str | None = None) -> tuple:
     """The generation settings accordion; returns (steps, chain, guidance, perceptual, temperature, top_p, seed)."""
     flow = cfg.perceptual.kind == "flow"
-    with gr.Accordion("Settings", open=False):
+    with gr.Accordion("Settings", open=False, elem_id=elem_id):
         with gr.Row():
             perceptual = gr.Radio(["flow", "soundstorm"], value=cfg.perceptual.kind, label="Perceptual model")
             steps = gr.Slider(1, 64, value=cfg.perceptual.flow.steps, step=1, label="Steps",
@@ -372,7 +372,7 @@ def knobs(cfg, with_llm: bool = True) -> tuple:
             guidance = gr.Slider(0, 5, value=cfg.perceptual.flow.guidance_scale, step=0.1, label="Voice guidance",
                                  info="flow model only", visible=flow)
             temperature = gr.Slider(0, 1.5, value=cfg.semantic.sampling.temperature, step=0.05, label="LLM temperature", visible=with_llm)
-            top_p = gr.Slider(0.1, 1, value=cfg.semantic.sampling.top_p, step=0.05, label="LLM top-p", visible=with_llm)
+            top_p = gr.Slider(0.1, 1, value=cfg.semantic.sampling.top_p, step=0.05, label="LLM top\u2011p", visible=with_llm)
             seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
         perceptual.change(flow_visibility, perceptual, [chain, guidance], api_name=False, queue=False, show_progress="hidden")
     return steps, chain, guidance, perceptual, temperature, top_p, seed
@@ -442,7 +442,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                     reply_file = gr.File(label="Download reply")
                     latency = gr.Markdown(elem_id="latency")
                     clear = gr.Button("Clear conversation")
-            c_knobs = knobs(cfg)
+            c_knobs = knobs(cfg, elem_id="chat-settings")
             conversation = gr.State(None)  # engine Conversation, one per browser session
             segmenter = gr.State(None)  # VadSegmenter of this session's microphone
             heard = gr.State(None)  # the last utterance the VAD finished: (16000, float32 array)
@@ -461,9 +461,9 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
         with gr.Tab("Text to speech", id="tts"):
             with gr.Row():
                 with gr.Column():
-                    text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a three second sample.")
+                    text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a short sample.")
                     tts_voice, tts_clip = voice_picker(names, default_voice, "Voice", hint)
-                    t_knobs = knobs(cfg)
+                    t_knobs = knobs(cfg, elem_id="tts-settings")
                     speak = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     tts_audio = gr.Audio(label="Speech", interactive=False, elem_id="tts-audio")
@@ -478,7 +478,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                 with gr.Column():
                     source = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech to convert")
                     vc_voice, vc_clip = voice_picker(names, default_voice, "Target voice", hint)
-                    steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False)
+                    steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False, elem_id="vc-settings")
                     convert = gr.Button("Convert", variant="primary")
                 with gr.Column():
                     vc_audio = gr.Audio(label="Converted", interactive=False, elem_id="vc-audio")

@@ -74,3 +74,22 @@ def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
     assert {"/v1/audio/speech", "/v1/audio/voices", "/v1/voices", "/v1/audio/transcriptions", "/v1/models"} <= paths
     assert seen["launch"]["server_name"] == "0.0.0.0" and seen["launch"]["server_port"] == 1234
     assert "block the microphone" in caplog.text
+
+
+def test_console_names_profile_models_api_and_our_share_hint():
+    from engine.config import load_config
+
+    class Engine:
+        config = load_config("tiny")
+
+    class Demo:
+        local_url = "http://127.0.0.1:7860/"
+        share_url = None
+
+    text = server.serving_message(Demo(), Engine(), api=True, api_key="k", auth=None, share=False)
+    assert "profile 'tiny'" in text and "perceptual flow (random tiny)" in text and "semantic" in text
+    assert "http://127.0.0.1:7860/v1" in text and "Bearer" in text
+    assert "--share" in text and "share=True" not in text  # our flag, not Gradio's launch() argument
+    Demo.share_url = "https://abc.gradio.live"
+    shared = server.serving_message(Demo(), Engine(), api=False, api_key=None, auth=None, share=True)
+    assert "https://abc.gradio.live" in shared and "/v1" not in shared and "start with --share" not in shared
