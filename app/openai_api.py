@@ -145,7 +145,7 @@ class SpeechApi:
         names = self.engine.voices.names()
         if not isinstance(voice, str) or voice not in names:
             raise ApiError(400, f"unknown voice {voice!r}; the library has: {', '.join(names) or 'no voices yet'} "
-                                "(GET /v1/audio/voices; add one in the Voices tab or with `python -m engine voices add`)",
+                                "(GET /v1/audio/voices; add one in the Voices tab or with `.venv/bin/python -m engine voices add`)",
                            param="voice", code="voice_not_found")
         return voice
 

@@ -45,7 +45,7 @@ def status_markdown(statuses: Sequence, profile: str) -> str:
         parts.append(f"**Models loaded in** {', '.join(loads)} (not counted in any request's timings).")
     if missing:
         parts.append("**Missing** — the app keeps running, but requests needing these models fail until they are there:\n"
-                     + "\n".join(missing) + "\n\nCheck again with `python -m engine info`, then press *Refresh*.")
+                     + "\n".join(missing) + "\n\nCheck again with `.venv/bin/python -m engine info`, then press *Refresh*.")
     else:
         parts.append("Every model this profile uses is available.")
     if profile == "tiny":

@@ -93,3 +93,52 @@ def test_console_names_profile_models_api_and_our_share_hint():
     Demo.share_url = "https://abc.gradio.live"
     shared = server.serving_message(Demo(), Engine(), api=False, api_key=None, auth=None, share=True)
     assert "https://abc.gradio.live" in shared and "/v1" not in shared and "start with --share" not in shared
+
+
+def test_ui_and_api_share_one_concurrency_limit():
+    """GatedEngine: with one slot, a second request (from the UI or the API) waits for the first."""
+    import threading
+    import time
+
+    from app.gate import GatedEngine
+
+    class Slow:
+        config = "cfg"
+
+        def __init__(self):
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def _work(self):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(0.05)
+            with self.lock:
+                self.running -= 1
+
+        def tts(self, *a, **k):
+            self._work()
+            return "tts"
+
+        def chat(self, *a, **k):
+            self._work()
+            yield "event"
+
+    engine = Slow()
+    gated = GatedEngine(engine, concurrency=1)
+    assert gated.config == "cfg"  # everything else is the engine's own
+    threads = [threading.Thread(target=gated.tts) for _ in range(3)] + [threading.Thread(target=lambda: list(gated.chat())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.most == 1
+    engine.most = 0
+    wide = GatedEngine(engine, concurrency=3)
+    threads = [threading.Thread(target=wide.tts) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.most > 1  # the limit is the configured one, not a global lock

@@ -90,6 +90,13 @@ def test_model_events_share_one_concurrency_group(ui):
     assert len(streams) == 1 and streams[0].concurrency_limit is None  # listening never waits behind a model
 
 
+def test_status_tab_reports_model_loading_apart(ui):
+    ui.tts("Hello.", "flite-slt", steps=2, seed=0)  # the models are loaded by now
+    text = ui.status()
+    assert "**Models loaded in** codec" in text and "not counted in any request's timings" in text
+    assert "perceptual model flow" in ui.header_status()
+
+
 def test_user_errors_are_not_logged_as_tracebacks(ui):
     with pytest.raises(gr.Error) as err:
         ui.tts(" ", "flite-slt")
