@@ -5,6 +5,7 @@
     python launch.py --auth user:password     # or --auth-file FILE (one user:password per line)
     python launch.py --desktop --voice flite-slt   # local microphone and speakers
     python launch.py --profile tiny           # small random models: no downloads (tests, UI work)
+    python launch.py --api-key KEY            # the OpenAI-compatible API under /v1 needs 'Bearer KEY'
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also create a public https share link")
     p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require a login")
     p.add_argument("--auth-file", default=None, help="file with one user:password per line")
+    p.add_argument("--api-key", default=os.environ.get("SPEECHGPT_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on the OpenAI-compatible API under /v1 (or set SPEECHGPT_API_KEY)")
+    p.add_argument("--no-api", action="store_true", help="do not serve the OpenAI-compatible API under /v1")
     p.add_argument("--concurrency", type=int, default=None, help="requests running on the models at once (default from config)")
     p.add_argument("--ssl-keyfile", default=None)
     p.add_argument("--ssl-certfile", default=None)
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.preload:
             engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True))
         serve(engine, host=args.host or cfg.server.host, port=args.port or cfg.server.port, share=args.share or cfg.server.share,
-              auth=auth, concurrency=args.concurrency or cfg.server.concurrency, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile)
+              auth=auth, concurrency=args.concurrency or cfg.server.concurrency, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
+              api=not args.no_api, api_key=args.api_key)
         return 0
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)

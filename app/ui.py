@@ -27,20 +27,27 @@ from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, Tex
 
 log = logging.getLogger(__name__)
 
+SPOKEN = "(spoken)"  # marks a user turn that was speech; plain text, so it renders without an emoji font
 UPLOAD = "(my clip below)"  # voice dropdown entry: take the voice from the uploaded / recorded clip
 MODELS = "models"  # concurrency group of every event that runs a model
+PARAGRAPH = "\n\n"  # line break in Markdown (between the "models loaded" line and the timings)
 OUTPUT_TTL_S = 3600  # generated files older than this are removed from the output folder
+
+
+def user_error(message: str) -> gr.Error:
+    """An ordinary user mistake (empty text, missing upload): shown on the page, no traceback in the server console."""
+    return gr.Error(message, print_exception=False)
 
 
 def readable(exc: BaseException) -> gr.Error:
     """The message a user sees for an exception: engine errors verbatim, anything else summarised
-    (the traceback goes to the server log, never to the page)."""
+    (real faults are logged once with their traceback; user errors are not logged)."""
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, EngineError):
-        return gr.Error(str(exc))
+        return user_error(str(exc))
     log.error("unexpected error in a UI handler", exc_info=exc)
-    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the server log; the app is still running.")
+    return user_error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the server log; the app is still running.")
 
 
 def names_server_file(text: str) -> bool:
@@ -95,13 +102,12 @@ class UI:
         save_wav(path, wav, sample_rate)
         return str(path)
 
-    @staticmethod
-    def pick_voice(name: str | None, clip) -> object:
+    def pick_voice(self, name: str | None, clip) -> object:
         """The voice argument for the engine: a library name, or the uploaded / recorded clip."""
         if name and name != UPLOAD:
             return name
         if clip is None:
-            raise gr.Error("Choose a voice from the library, or upload / record a voice clip (3 s or more of one speaker).")
+            raise user_error(f"Choose a voice from the library, or upload / record a voice clip ({clip_hint(self.cfg)}).")
         return clip
 
     @staticmethod
@@ -127,7 +133,7 @@ class UI:
         try:
             return status_line(self.engine.status())
         except Exception as exc:
-            return f"⚠️ status unavailable: {exc}"
+            return f"**Status unavailable:** {exc}"
 
     def _progress(self, progress):
         return lambda fraction, message: progress(fraction, desc=message)
@@ -137,7 +143,7 @@ class UI:
             seed=-1, progress=gr.Progress()):
         """Text -> (audio file, download file, info markdown)."""
         if not text or not text.strip():
-            raise gr.Error("There is no text to speak: type something first.")
+            raise user_error("There is no text to speak: type something first.")
         try:
             r = self.engine.tts(text, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed),
                                 progress=self._progress(progress))
@@ -146,20 +152,20 @@ class UI:
         for w in r.warnings:
             gr.Warning(w)
         path = self.out_file(r.wav, r.sample_rate, "tts")
-        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary()}"
+        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary(PARAGRAPH)}"
 
     def convert(self, source, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, seed=-1,
                 progress=gr.Progress()):
         """Source speech -> the same words in the target voice."""
         if source is None:
-            raise gr.Error("Upload or record the speech to convert first.")
+            raise user_error("Upload or record the speech to convert first.")
         try:
             r = self.engine.convert(source, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, None, None, seed),
                                     progress=self._progress(progress))
         except Exception as exc:
             raise readable(exc) from exc
         path = self.out_file(r.wav, r.sample_rate, "converted")
-        return path, path, r.metrics.summary()
+        return path, path, r.metrics.summary(PARAGRAPH)
 
     # ------------------------------------------------------------------ chat
     def chat_turn(self, user, voice, clip, history, conversation, *knobs):
@@ -172,16 +178,16 @@ class UI:
         spoken = not isinstance(user, str)
         if not spoken and names_server_file(user):
             # the engine reads a string naming a file as audio; a typed message must never open server files
-            raise gr.Error("That message is a file path. Type a sentence, or send audio with the clip recorder.")
+            raise user_error("That message is a file path. Type a sentence, or send audio with the clip recorder.")
         voice_arg = self.pick_voice(voice, clip)
-        history.append({"role": "user", "content": "🎤 …" if spoken else user})
+        history.append({"role": "user", "content": f"{SPOKEN} …" if spoken else user})
         history.append({"role": "assistant", "content": "…"})
         yield history, None, None, None, "thinking…", conversation
         reply = ""
         try:
             for event in self.engine.chat(user, voice_arg, conversation, options=self.options(*knobs)):
                 if isinstance(event, Transcript) and spoken:
-                    history[-2] = {"role": "user", "content": f"🎤 {event.text}" if event.text else "🎤 (speech)"}
+                    history[-2] = {"role": "user", "content": f"{SPOKEN} {event.text}" if event.text else f"{SPOKEN} (no words recognised)"}
                     yield history, None, None, None, "replying…", conversation
                 elif isinstance(event, TextDelta):
                     reply += event.text
@@ -195,16 +201,16 @@ class UI:
                     for w in event.warnings:
                         gr.Warning(w)
                     path = self.out_file(event.wav, event.sample_rate, "reply") if event.wav.size else None
-                    yield history, None, path, path, event.metrics.summary(), conversation
+                    yield history, None, path, path, event.metrics.summary(PARAGRAPH), conversation
         except Exception as exc:
             err = readable(exc)
-            history[-1] = {"role": "assistant", "content": f"⚠️ {err.message}"}
+            history[-1] = {"role": "assistant", "content": f"Error: {err.message}"}
             yield history, None, None, None, "error", conversation
 
     def chat_text(self, message, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
                   temperature=None, top_p=None, seed=-1):
         if not message or not message.strip():
-            raise gr.Error("Type a message first (or talk, or send a clip).")
+            raise user_error("Type a message first (or talk, or send a clip).")
         for out in self.chat_turn(message.strip(), voice, clip, history, conversation,
                                   steps, chain, guidance, perceptual, temperature, top_p, seed):
             yield (*out, "")  # the last output clears the message box
@@ -212,7 +218,7 @@ class UI:
     def chat_audio(self, audio, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
                   temperature=None, top_p=None, seed=-1):
         if audio is None:
-            raise gr.Error("Record or upload a question first.")
+            raise user_error("Record or upload a question first.")
         yield from self.chat_turn(audio, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     def new_segmenter(self) -> VadSegmenter:
@@ -224,7 +230,7 @@ class UI:
         if segmenter is None:
             segmenter = self.new_segmenter()
         if chunk is None:
-            return segmenter, gr.skip(), "🎙️ listening…"
+            return segmenter, gr.skip(), "listening…"
         try:
             sr, data = chunk
             done = segmenter.feed(np.asarray(data), int(sr))
@@ -232,8 +238,8 @@ class UI:
             raise readable(exc) from exc
         if done:
             u = done[-1]
-            return segmenter, (SAMPLE_RATE, u.audio), f"🎙️ heard {u.audio.size / SAMPLE_RATE:.1f} s — replying"
-        return segmenter, gr.skip(), "🎙️ hearing speech…" if segmenter.active else "🎙️ listening…"
+            return segmenter, (SAMPLE_RATE, u.audio), f"heard {u.audio.size / SAMPLE_RATE:.1f} s — replying"
+        return segmenter, gr.skip(), "hearing speech…" if segmenter.active else "listening…"
 
     def mic_stopped(self, segmenter):
         """Recording stopped: the utterance in progress (if long enough) is sent too."""
@@ -242,8 +248,8 @@ class UI:
         done = segmenter.flush()
         segmenter.reset()
         if done:
-            return segmenter, (SAMPLE_RATE, done[-1].audio), f"🎙️ heard {done[-1].audio.size / SAMPLE_RATE:.1f} s — replying"
-        return segmenter, gr.skip(), "🎙️ microphone off"
+            return segmenter, (SAMPLE_RATE, done[-1].audio), f"heard {done[-1].audio.size / SAMPLE_RATE:.1f} s — replying"
+        return segmenter, gr.skip(), "microphone off"
 
     def chat_heard(self, heard, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
                   temperature=None, top_p=None, seed=-1):
@@ -253,37 +259,56 @@ class UI:
         yield from self.chat_turn(heard, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     # ------------------------------------------------------------------ voices tab
-    def add_voice(self, name, clip, description, *current):
+    def add_voice(self, name, clip, description, overwrite, *current):
+        """Add (or, with ``overwrite``, replace) a voice; the form is cleared afterwards.
+        Returns (library, 3 pickers, name, clip, description, overwrite)."""
         if not name or not name.strip():
-            raise gr.Error("Give the new voice a name (letters, digits, - and _).")
+            raise user_error("Give the new voice a name (letters, digits, - and _).")
         if clip is None:
-            raise gr.Error("Upload or record a clip of the voice (3 s or more of one speaker).")
+            raise user_error(f"Upload or record a clip of the voice ({clip_hint(self.cfg)}).")
         try:
-            v = self.engine.voices.add(name.strip(), clip, codec=self.engine.codec, description=description or "")
+            v = self.engine.voices.add(name.strip(), clip, codec=self.engine.codec, description=description or "", overwrite=bool(overwrite))
         except Exception as exc:
-            raise readable(exc) from exc
-        gr.Info(f"Added voice {v.name}")
-        return self.voice_updates(v.name, current)
+            err = readable(exc)
+            if "already exists" in err.message:  # the library's message offers the overwrite this form has
+                err = user_error(f"{err.message} (tick \"Replace a voice of the same name\").")
+            raise err from exc
+        gr.Info(f"{'Replaced' if overwrite else 'Added'} voice {v.name}")
+        return (*self.voice_updates(v.name, current), "", None, "", False)
 
     def rename_voice(self, old, new, *current):
+        """Returns (library, 3 pickers, the cleared new-name box)."""
         if not old:
-            raise gr.Error("Choose the voice to rename.")
+            raise user_error("Choose the voice to rename.")
         try:
             v = self.engine.voices.rename(old, (new or "").strip())
         except Exception as exc:
             raise readable(exc) from exc
         gr.Info(f"Renamed {old} to {v.name}")
-        return self.voice_updates(v.name, current, renamed=(old, v.name))
+        return (*self.voice_updates(v.name, current, renamed=(old, v.name)), "")
+
+    def ask_delete(self, name):
+        """First step of a delete: show the confirmation row naming the voice."""
+        if not name:
+            raise user_error("Choose the voice to delete.")
+        try:
+            v = self.engine.voices.get(name)
+        except Exception as exc:
+            raise readable(exc) from exc
+        if v.bundled:
+            raise user_error(f"{name} is a bundled voice; bundled voices cannot be deleted.")
+        return gr.update(visible=True), f"Delete **{name}** for good? This cannot be undone."
 
     def delete_voice(self, name, *current):
+        """Confirmed delete. Returns (library, 3 pickers, the hidden confirmation row)."""
         if not name:
-            raise gr.Error("Choose the voice to delete.")
+            raise user_error("Choose the voice to delete.")
         try:
             self.engine.voices.delete(name)
         except Exception as exc:
             raise readable(exc) from exc
         gr.Info(f"Deleted {name}")
-        return self.voice_updates(None, current)
+        return (*self.voice_updates(None, current), gr.update(visible=False))
 
     def preview_voice(self, name):
         if not name:
@@ -313,33 +338,64 @@ class UI:
         return (library, *pickers)
 
     def on_load(self, *current):
-        """Page load: fresh voice lists (the library may have changed from the CLI) and status."""
-        return (*self.voice_updates(None, current), self.header_status())
+        """Page load: fresh voice lists (the library may have changed from the CLI), the selected
+        voice's preview, and the status line. Returns (library, 3 pickers, preview, info, header)."""
+        updates = self.voice_updates(None, current)
+        selected = updates[0].get("value")
+        try:
+            preview, info = self.preview_voice(selected)
+        except gr.Error as exc:
+            preview, info = None, exc.message
+        return (*updates, preview, info, self.header_status())
 
 
-def knobs(cfg, with_llm: bool = True) -> tuple:
+def clip_hint(cfg) -> str:
+    """What a voice clip needs, in the words of this profile's prompt length (what the library stores)."""
+    return f"{cfg.perceptual.prompt_seconds:g} s or more of one speaker"
+
+
+def flow_visibility(kind: str):
+    """The flow-only settings (chain, guidance) are shown only while the flow model is chosen."""
+    return gr.update(visible=kind == "flow"), gr.update(visible=kind == "flow")
+
+
+def knobs(cfg, with_llm: bool = True, elem_id: str | None = None) -> tuple:
     """The generation settings accordion; returns (steps, chain, guidance, perceptual, temperature, top_p, seed)."""
-    with gr.Accordion("Settings", open=False):
+    flow = cfg.perceptual.kind == "flow"
+    with gr.Accordion("Settings", open=False, elem_id=elem_id):
         with gr.Row():
-            steps = gr.Slider(1, 64, value=cfg.perceptual.flow.steps, step=1, label="ODE steps (flow) / MaskGIT iterations (SoundStorm)")
-            chain = gr.Radio(["implicit", "explicit"], value=cfg.perceptual.flow.chain, label="Flow chain")
             perceptual = gr.Radio(["flow", "soundstorm"], value=cfg.perceptual.kind, label="Perceptual model")
+            steps = gr.Slider(1, 64, value=cfg.perceptual.flow.steps, step=1, label="Steps",
+                              info="ODE steps (flow) or MaskGIT iterations (SoundStorm)")
+            chain = gr.Radio(["implicit", "explicit"], value=cfg.perceptual.flow.chain, label="Chain", info="flow model only", visible=flow)
         with gr.Row():
-            guidance = gr.Slider(0, 5, value=cfg.perceptual.flow.guidance_scale, step=0.1, label="Voice guidance (flow)")
+            guidance = gr.Slider(0, 5, value=cfg.perceptual.flow.guidance_scale, step=0.1, label="Voice guidance",
+                                 info="flow model only", visible=flow)
             temperature = gr.Slider(0, 1.5, value=cfg.semantic.sampling.temperature, step=0.05, label="LLM temperature", visible=with_llm)
-            top_p = gr.Slider(0.1, 1, value=cfg.semantic.sampling.top_p, step=0.05, label="LLM top-p", visible=with_llm)
-            seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            top_p = gr.Slider(0.1, 1, value=cfg.semantic.sampling.top_p, step=0.05, label="LLM top\u2011p", visible=with_llm)
+            seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
+        perceptual.change(flow_visibility, perceptual, [chain, guidance], api_name=False, queue=False, show_progress="hidden")
     return steps, chain, guidance, perceptual, temperature, top_p, seed
 
 
-def voice_picker(names: list[str], default: str, label: str):
+def voice_picker(names: list[str], default: str, label: str, hint: str = "3 s or more"):
     """Library dropdown + upload/record clip; a new clip selects itself in the dropdown."""
     dropdown = gr.Dropdown([UPLOAD] + names, value=default, label=label)
-    with gr.Accordion("…or use your own voice clip (upload or record 3 s or more)", open=not names):
+    with gr.Accordion(f"…or use your own voice clip (upload or record {hint})", open=not names):
         clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice clip")
     clip.change(lambda c: gr.update(value=UPLOAD) if c is not None else gr.skip(), clip, dropdown, api_name=False,
                 concurrency_limit=None, queue=False)
     return dropdown, clip
+
+
+# labels wrap between words, never inside one (narrow columns used to break "Perceptual" mid-word);
+# Gradio 6 takes page CSS in launch(): app/server.py passes it
+CSS = "label, label span, .block-info, [data-testid='block-info'] { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }"
+
+
+def clear_result():
+    """Empty result components, set before a request so its progress never shows over an old result."""
+    return None, None, ""
 
 
 def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = None) -> gr.Blocks:
@@ -351,9 +407,13 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
     default_voice = names[0] if names else UPLOAD
     heavy = {"concurrency_id": MODELS, "concurrency_limit": max(1, int(concurrency))}
     light = {"concurrency_limit": None}
+    hint = clip_hint(cfg)
     with gr.Blocks(title="SpeechGPT-Gen assistant", analytics_enabled=False, delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
-        gr.Markdown("# SpeechGPT-Gen assistant\nTalk, type, or convert speech — in any voice from a 3-second sample.")
-        header = gr.Markdown(ui.header_status())
+        gr.Markdown(f"# SpeechGPT-Gen assistant\nTalk, type, or convert speech — in any voice from a {cfg.perceptual.prompt_seconds:g}-second sample.")
+        header = gr.Markdown(ui.header_status(), elem_id="header-status")
+        # after a request the header names the models actually loaded (e.g. SoundStorm chosen in Settings)
+        refresh_header = (ui.header_status, None, header)
+        quiet = {"api_name": False, "queue": False, "show_progress": "hidden"}
         if cfg.profile == "tiny":
             gr.Markdown(f"> {TINY_NOTE}")
         with gr.Tab("Chat", id="chat"):
@@ -368,10 +428,10 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                                        label="Talk hands-free (a pause ends your turn)", elem_id="handsfree")
                         question = gr.Audio(sources=["upload", "microphone"], type="numpy", label="…or send a recorded / uploaded clip")
                     with gr.Row():
-                        vad_state = gr.Markdown("🎙️ microphone off", elem_id="vad-state")
+                        vad_state = gr.Markdown("microphone off", elem_id="vad-state")
                         ask = gr.Button("Send clip")
                 with gr.Column(scale=2):
-                    chat_voice, chat_clip = voice_picker(names, default_voice, "Reply voice")
+                    chat_voice, chat_clip = voice_picker(names, default_voice, "Reply voice", hint)
                     if ui.live_audio:
                         live = gr.Audio(label="Reply (plays as it is generated)", streaming=True, autoplay=True, interactive=False,
                                         elem_id="live-reply")
@@ -382,67 +442,84 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                     reply_file = gr.File(label="Download reply")
                     latency = gr.Markdown(elem_id="latency")
                     clear = gr.Button("Clear conversation")
-            c_knobs = knobs(cfg)
+            c_knobs = knobs(cfg, elem_id="chat-settings")
             conversation = gr.State(None)  # engine Conversation, one per browser session
             segmenter = gr.State(None)  # VadSegmenter of this session's microphone
             heard = gr.State(None)  # the last utterance the VAD finished: (16000, float32 array)
             chat_in = [chat_voice, chat_clip, chatbot, conversation, *c_knobs]
             chat_out = [chatbot, live, reply_audio, reply_file, latency, conversation]
-            message.submit(ui.chat_text, [message, *chat_in], chat_out + [message], api_name="chat_text", **heavy)
-            send.click(ui.chat_text, [message, *chat_in], chat_out + [message], api_name=False, **heavy)
-            ask.click(ui.chat_audio, [question, *chat_in], chat_out, api_name="chat_audio", **heavy)
+            once = {"show_progress_on": [latency]}  # progress shows once, where the turn's result line appears
+            message.submit(ui.chat_text, [message, *chat_in], chat_out + [message], api_name="chat_text", **once, **heavy).then(*refresh_header, **quiet)
+            send.click(ui.chat_text, [message, *chat_in], chat_out + [message], api_name=False, **once, **heavy).then(*refresh_header, **quiet)
+            ask.click(ui.chat_audio, [question, *chat_in], chat_out, api_name="chat_audio", **once, **heavy).then(*refresh_header, **quiet)
             mic.stream(ui.mic_stream, [mic, segmenter], [segmenter, heard, vad_state], stream_every=0.5, api_name=False,
                        show_progress="hidden", **light)
             mic.stop_recording(ui.mic_stopped, segmenter, [segmenter, heard, vad_state], api_name=False, **light)
-            heard.change(ui.chat_heard, [heard, *chat_in], chat_out, api_name=False, **heavy)
+            heard.change(ui.chat_heard, [heard, *chat_in], chat_out, api_name=False, **once, **heavy).then(*refresh_header, **quiet)
             clear.click(lambda: ([], None, None, None, None, "", None), None, [chatbot, conversation, live, reply_audio, reply_file, latency, segmenter],
                         api_name=False, queue=False)
         with gr.Tab("Text to speech", id="tts"):
             with gr.Row():
                 with gr.Column():
-                    text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a three second sample.")
-                    tts_voice, tts_clip = voice_picker(names, default_voice, "Voice")
-                    t_knobs = knobs(cfg)
+                    text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a short sample.")
+                    tts_voice, tts_clip = voice_picker(names, default_voice, "Voice", hint)
+                    t_knobs = knobs(cfg, elem_id="tts-settings")
                     speak = gr.Button("Generate", variant="primary")
                 with gr.Column():
-                    tts_audio = gr.Audio(label="Speech", interactive=False)
+                    tts_audio = gr.Audio(label="Speech", interactive=False, elem_id="tts-audio")
                     tts_file = gr.File(label="Download")
-                    tts_info = gr.Markdown()
-            speak.click(ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_audio, tts_file, tts_info], api_name="tts", **heavy)
+                    tts_info = gr.Markdown(elem_id="tts-info")
+            # the previous result is cleared first, so progress (shown once, on the player) never sits over a stale one
+            speak.click(clear_result, None, [tts_audio, tts_file, tts_info], api_name=False, queue=False, show_progress="hidden").then(
+                ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_audio, tts_file, tts_info], api_name="tts",
+                show_progress_on=[tts_audio], **heavy).then(*refresh_header, **quiet)
         with gr.Tab("Voice conversion", id="vc"):
             with gr.Row():
                 with gr.Column():
                     source = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech to convert")
-                    vc_voice, vc_clip = voice_picker(names, default_voice, "Target voice")
-                    steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False)
+                    vc_voice, vc_clip = voice_picker(names, default_voice, "Target voice", hint)
+                    steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False, elem_id="vc-settings")
                     convert = gr.Button("Convert", variant="primary")
                 with gr.Column():
-                    vc_audio = gr.Audio(label="Converted", interactive=False)
+                    vc_audio = gr.Audio(label="Converted", interactive=False, elem_id="vc-audio")
                     vc_file = gr.File(label="Download")
                     vc_info = gr.Markdown()
-            convert.click(ui.convert, [source, vc_voice, vc_clip, steps, chain, guidance, perceptual, seed], [vc_audio, vc_file, vc_info],
-                          api_name="convert", **heavy)
+            convert.click(clear_result, None, [vc_audio, vc_file, vc_info], api_name=False, queue=False, show_progress="hidden").then(
+                ui.convert, [source, vc_voice, vc_clip, steps, chain, guidance, perceptual, seed], [vc_audio, vc_file, vc_info],
+                api_name="convert", show_progress_on=[vc_audio], **heavy).then(*refresh_header, **quiet)
         with gr.Tab("Voices", id="voices"):
             with gr.Row():
                 with gr.Column():
                     library = gr.Dropdown(names, value=names[0] if names else None, label="Library")
-                    preview = gr.Audio(label="Preview", interactive=False)
-                    info = gr.Markdown()
+                    preview = gr.Audio(label="Preview", interactive=False, elem_id="voice-preview")  # filled on page load
+                    info = gr.Markdown(elem_id="voice-info")
                     with gr.Row():
                         new_name = gr.Textbox(label="Rename to")
                         rename = gr.Button("Rename")
                     delete = gr.Button("Delete", variant="stop")
+                    with gr.Group(visible=False) as confirm_row:
+                        confirm_text = gr.Markdown()
+                        with gr.Row():
+                            confirm = gr.Button("Yes, delete it", variant="stop")
+                            cancel = gr.Button("Cancel")
                 with gr.Column():
                     add_name = gr.Textbox(label="New voice name")
-                    add_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Clip (3 s or more of one speaker)")
+                    add_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label=f"Clip ({hint})")
                     add_desc = gr.Textbox(label="Description (optional)")
+                    add_overwrite = gr.Checkbox(False, label="Replace a voice of the same name")
                     add = gr.Button("Add voice", variant="primary")
             pickers = [chat_voice, tts_voice, vc_voice]
             voice_out = [library, *pickers]
-            library.change(ui.preview_voice, library, [preview, info], api_name=False, **light)
-            add.click(ui.add_voice, [add_name, add_clip, add_desc, *pickers], voice_out, api_name="add_voice", **heavy)
-            rename.click(ui.rename_voice, [library, new_name, *pickers], voice_out, api_name="rename_voice", **light)
-            delete.click(ui.delete_voice, [library, *pickers], voice_out, api_name="delete_voice", **light)
+            library.change(ui.preview_voice, library, [preview, info], api_name=False, show_progress_on=[preview], **light)
+            add.click(ui.add_voice, [add_name, add_clip, add_desc, add_overwrite, *pickers], voice_out + [add_name, add_clip, add_desc, add_overwrite],
+                      api_name="add_voice", show_progress_on=[add_clip], **heavy)
+            rename.click(ui.rename_voice, [library, new_name, *pickers], voice_out + [new_name], api_name="rename_voice",
+                         show_progress_on=[library], **light)
+            delete.click(ui.ask_delete, library, [confirm_row, confirm_text], api_name=False, queue=False, show_progress="hidden")
+            cancel.click(lambda: gr.update(visible=False), None, confirm_row, api_name=False, queue=False, show_progress="hidden")
+            library.change(lambda _: gr.update(visible=False), library, confirm_row, api_name=False, queue=False, show_progress="hidden")
+            confirm.click(ui.delete_voice, [library, *pickers], voice_out + [confirm_row], api_name="delete_voice",
+                          show_progress_on=[library], **light)
         with gr.Tab("Status", id="status"):
             status = gr.Markdown(ui.status())
             with gr.Row():
@@ -457,6 +534,6 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                     raise readable(exc) from exc
                 return ui.status(), ui.header_status()
 
-            load.click(load_all, None, [status, header], api_name=False, **heavy)
-        demo.load(ui.on_load, pickers, [library, *pickers, header], api_name=False, **light)
+            load.click(load_all, None, [status, header], api_name=False, show_progress_on=[status], **heavy)
+        demo.load(ui.on_load, pickers, [library, *pickers, preview, info, header], api_name=False, show_progress="hidden", **light)
     return demo

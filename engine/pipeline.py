@@ -49,15 +49,18 @@ class GenerationOptions:
 
 @dataclass
 class Metrics:
-    first_audio_s: float  # request start -> first audio ready
-    total_s: float
+    first_audio_s: float  # request start (models loaded) -> first audio ready
+    total_s: float  # never includes model loading
     audio_s: float  # length of the audio produced
     rtf: float  # total_s / audio_s (below 1 = faster than real time)
     peak_gpu_mem_mb: float | None = None
+    load_s: float = 0.0  # models loaded for this request before it started (0 when they were ready)
 
-    def summary(self) -> str:
+    def summary(self, sep: str = "\n") -> str:
+        """The timings; model loading, when this request did it, on a line of its own (``sep`` between lines)."""
         mem = f", peak GPU {self.peak_gpu_mem_mb:.0f} MB" if self.peak_gpu_mem_mb is not None else ""
-        return f"first audio {self.first_audio_s:.2f} s, total {self.total_s:.2f} s for {self.audio_s:.2f} s of audio (RTF {self.rtf:.2f}){mem}"
+        line = f"first audio {self.first_audio_s:.2f} s, total {self.total_s:.2f} s for {self.audio_s:.2f} s of audio (RTF {self.rtf:.2f}){mem}"
+        return f"models loaded in {self.load_s:.2f} s (not counted below){sep}{line}" if self.load_s > 0 else line
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ModelStatus:
     device: str
     dtype: str
     message: str
+    load_s: float | None = None  # how long loading took (None: not loaded)
 
 
 # ---------------------------------------------------------------- chat events (streamed in order)
@@ -125,11 +129,11 @@ class _Clock:
         if self.first is None:
             self.first = time.perf_counter() - self.start
 
-    def metrics(self, samples: int) -> Metrics:
+    def metrics(self, samples: int, load_s: float = 0.0) -> Metrics:
         total = time.perf_counter() - self.start
         audio = samples / SAMPLE_RATE
         mem = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-        return Metrics(self.first if self.first is not None else total, total, audio, total / max(audio, 1e-9), mem)
+        return Metrics(self.first if self.first is not None else total, total, audio, total / max(audio, 1e-9), mem, load_s)
 
 
 class Engine:
@@ -143,6 +147,7 @@ class Engine:
         self._semantic: dict[str, object] = {}  # checkpoint -> SemanticModel (one per distinct semantic.*_path)
         self._perceptual: dict[str, PerceptualModel] = {}
         self._voices = None
+        self._load_s: dict[str, float] = {}  # role -> seconds its loading took
 
     # ------------------------------------------------------------------ models
     @property
@@ -150,7 +155,9 @@ class Engine:
         with self._lock:
             if self._codec is None:
                 log.info("loading codec %s", self.config.codec.path)
+                start = time.perf_counter()
                 self._codec = Codec.from_config(self.config.codec, device=self.device)
+                self._load_s["codec"] = time.perf_counter() - start
             return self._codec
 
     @property
@@ -170,15 +177,20 @@ class Engine:
 
                 log.info("loading semantic LLM %s (%s)", path, ", ".join(cfg.routes()[path]))
                 device = cfg.device if cfg.device != "auto" else str(self.device)
+                start = time.perf_counter()
                 self._semantic[path] = SemanticModel.from_config(replace(cfg, path=path), device=device)
+                self._load_s[semantic_role(cfg.routes()[path])] = time.perf_counter() - start
             return self._semantic[path]
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind
         with self._lock:
             if kind not in self._perceptual:
+                codec = self.codec
                 log.info("loading perceptual model (%s)", kind)
-                self._perceptual[kind] = load_perceptual(kind, self.config.perceptual, self.codec, self.device)
+                start = time.perf_counter()
+                self._perceptual[kind] = load_perceptual(kind, self.config.perceptual, codec, self.device)
+                self._load_s[kind] = time.perf_counter() - start
             return self._perceptual[kind]
 
     @property
@@ -187,13 +199,7 @@ class Engine:
             if self._voices is None:
                 from engine.voices import VoiceLibrary
 
-                paths = self.config.paths
-                self._voices = VoiceLibrary(
-                    self.config.resolve_path(paths.voices_dir),
-                    codec_name=self.config.codec.name,
-                    bundled_dir=self.config.resolve_path(paths.bundled_voices_dir),
-                    prompt_seconds=self.config.perceptual.prompt_seconds,
-                )
+                self._voices = VoiceLibrary.from_config(self.config)
             return self._voices
 
     def load(self, progress: Progress | None = None) -> None:
@@ -210,6 +216,24 @@ class Engine:
         if progress:
             progress(1.0, "models loaded")
 
+    def _check_voice(self, voice: Voice) -> None:
+        """Fail fast on an unknown library voice, before any model loads."""
+        if isinstance(voice, str) and not _looks_like_path(voice):
+            self.voices.get(voice)
+
+    def _ready(self, options: GenerationOptions, task: str | None) -> float:
+        """Load what a request needs before its clock starts; the seconds that took (0 when loaded)."""
+        start = time.perf_counter()
+        with self._lock:
+            was_loaded = set(self._load_s)
+            self.codec  # noqa: B018 - loads it
+            if task is not None:  # the semantic model that serves the task (None: none needed)
+                self.semantic_for(task)
+            self.perceptual(options.perceptual)
+            if set(self._load_s) == was_loaded:
+                return 0.0
+        return time.perf_counter() - start
+
     def status(self) -> list[ModelStatus]:
         """What is configured, loaded, available; never downloads."""
         from engine.cli.info import model_availability
@@ -220,7 +244,7 @@ class Engine:
 
         def add(role: str, name: str, source: str, model: object | None, dtype: str) -> None:
             ok, msg = rows[role]
-            out.append(ModelStatus(role, name, source, model is not None, ok, str(self.device), dtype, msg))
+            out.append(ModelStatus(role, name, source, model is not None, ok, str(self.device), dtype, msg, self._load_s.get(role)))
 
         add("codec", cfg.codec.name, cfg.codec.path, self._codec, cfg.codec.dtype)
         sem = cfg.semantic
@@ -228,11 +252,12 @@ class Engine:
             role = semantic_role(tasks)
             add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}", path, self._semantic.get(path),
                 f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
-        kind = cfg.perceptual.kind
-        pc = getattr(cfg.perceptual, kind)
-        model = self._perceptual.get(kind)
-        dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if model is not None else getattr(pc, "dtype", "float32")
-        add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
+        # the configured perceptual model, then any other one a request has loaded (e.g. SoundStorm chosen in the UI)
+        for kind in [cfg.perceptual.kind] + sorted(k for k in self._perceptual if k != cfg.perceptual.kind):
+            pc = getattr(cfg.perceptual, kind)
+            model = self._perceptual.get(kind)
+            dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if model is not None else getattr(pc, "dtype", "float32")
+            add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -292,6 +317,10 @@ class Engine:
         limit = self.config.pipeline.max_text_chars
         if len(text) > limit:
             raise EngineError(f"the text has {len(text)} characters; the limit is {limit} (pipeline.max_text_chars)")
+        self._check_voice(voice)
+        if progress:
+            progress(0.0, "loading models")
+        load_s = self._ready(options, "tts")
         clock = _Clock(self.device)
         if progress:
             progress(0.0, "preparing voice")
@@ -318,11 +347,15 @@ class Engine:
         wav = self._join(pieces)
         if progress:
             progress(1.0, "done")
-        return Result(wav, SAMPLE_RATE, clock.metrics(wav.size), text=normalized, warnings=warnings)
+        return Result(wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), text=normalized, warnings=warnings)
 
     def convert(self, source: AudioSource, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
         """Zero-shot voice conversion: what ``source`` says, in ``voice``; same length as the source."""
         options = self._options(options)
+        self._check_voice(voice)
+        if progress:
+            progress(0.0, "loading models")
+        load_s = self._ready(options, None)
         clock = _Clock(self.device)
         if progress:
             progress(0.0, "reading source")
@@ -337,7 +370,7 @@ class Engine:
         clock.mark_audio()
         if progress:
             progress(1.0, "done")
-        return Result(out, SAMPLE_RATE, clock.metrics(out.size))
+        return Result(out, SAMPLE_RATE, clock.metrics(out.size, load_s))
 
     def new_conversation(self):
         from engine.semantic.history import Conversation
@@ -351,6 +384,8 @@ class Engine:
 
         options = self._options(options)
         conversation = conversation if conversation is not None else self.new_conversation()
+        self._check_voice(voice)
+        load_s = self._ready(options, "chat")
         clock = _Clock(self.device)
         if isinstance(user, str) and not _looks_like_path(user):
             if not user.strip():
@@ -391,7 +426,7 @@ class Engine:
             pieces.append(tail)
             yield AudioChunk(tail, SAMPLE_RATE)
         wav = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)  # the streamed pieces are the reply
-        yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size), list(reply.warnings))
+        yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), list(reply.warnings))
 
     def _join(self, pieces: list[np.ndarray]) -> np.ndarray:
         pieces = [p for p in pieces if p.size]

@@ -202,6 +202,13 @@ def _sha256(path: Path) -> str:
 class VoiceLibrary:
     """Named voice prompts on disk. Cheap to construct: nothing is read or written until used."""
 
+    @classmethod
+    def from_config(cls, config) -> "VoiceLibrary":
+        """The library an ``AppConfig`` names (paths.voices_dir, bundled voices, the codec, the prompt length)."""
+        paths = config.paths
+        return cls(config.resolve_path(paths.voices_dir), codec_name=config.codec.name,
+                   bundled_dir=config.resolve_path(paths.bundled_voices_dir), prompt_seconds=config.perceptual.prompt_seconds)
+
     def __init__(self, root: str | Path, codec_name: str, bundled_dir: str | Path | None = None, prompt_seconds: float = 3.0):
         if prompt_seconds < MIN_PROMPT_SECONDS:
             raise VoiceError(f"prompt_seconds must be at least {MIN_PROMPT_SECONDS} s, got {prompt_seconds}")

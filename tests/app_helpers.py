@@ -21,12 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tmp_path: Path, timeout: float = 180.0):
+def start_app(tmp_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = ()):
     port = free_port()
     log = open(tmp_path / "app.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--profile", "tiny", "--port", str(port),
-                             "--set", f"paths.voices_dir={tmp_path / 'voices'}"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                             "--set", f"paths.voices_dir={tmp_path / 'voices'}", *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while time.time() < deadline:

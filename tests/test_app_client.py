@@ -41,7 +41,7 @@ def test_tts_convert_and_chat_return_audio(app):
     history, _live, reply_audio, reply_file, latency = client.predict(handle_file(str(clip)), "flite-awb", None, [], **KNOBS, **LLM,
                                                                api_name="/chat_audio")
     assert audio_ok(reply_audio) > 0 and audio_ok(reply_file) > 0 and "RTF" in latency
-    assert [m["role"] for m in history] == ["user", "assistant"] and "🎤" in str(history[0]["content"])
+    assert [m["role"] for m in history] == ["user", "assistant"] and "(spoken)" in str(history[0]["content"])
     history, _live, reply_audio, _, _, box = client.predict("hi there", "flite-awb", None, history, **KNOBS, **LLM, api_name="/chat_text")
     assert [m["role"] for m in history] == ["user", "assistant"] * 2 and "hi there" in str(history[2]["content"])
     assert audio_ok(reply_audio) > 0 and box == ""
@@ -67,15 +67,18 @@ def test_voice_library_add_rename_delete(app):
     client, tmp = app
     clip = tmp / "new.wav"
     sf.write(clip, np.concatenate([voiced(1.5, f0=180, seed=8), np.zeros(4000)]), 16000)
-    library, chat_v, tts_v, vc_v = client.predict("my-voice", handle_file(str(clip)), "test", "flite-slt", "flite-slt", "flite-slt",
-                                                  api_name="/add_voice")
-    assert library["value"] == "my-voice" and tts_v["value"] == "flite-slt"
+    library, chat_v, tts_v, vc_v, name, _, desc, _ = client.predict("my-voice", handle_file(str(clip)), "test", False, "flite-slt", "flite-slt",
+                                                                    "flite-slt", api_name="/add_voice")
+    assert library["value"] == "my-voice" and tts_v["value"] == "flite-slt" and name == desc == ""  # the form is cleared
     assert ["my-voice", "my-voice"] in tts_v["choices"]  # every voice picker learns the new voice
     audio, _, _ = client.predict("Hello.", "my-voice", None, **KNOBS, **LLM, api_name="/tts")
     assert audio_ok(audio) > 0
     with pytest.raises(Exception, match="(?i)name"):
-        client.predict("../evil", handle_file(str(clip)), "", "flite-slt", "flite-slt", "flite-slt", api_name="/add_voice")
-    library, chat_v, _, _ = client.predict("my-voice", "renamed", "my-voice", "flite-slt", "flite-slt", api_name="/rename_voice")
+        client.predict("../evil", handle_file(str(clip)), "", False, "flite-slt", "flite-slt", "flite-slt", api_name="/add_voice")
+    with pytest.raises(Exception, match="Replace a voice of the same name"):
+        client.predict("my-voice", handle_file(str(clip)), "again", False, "flite-slt", "flite-slt", "flite-slt", api_name="/add_voice")
+    client.predict("my-voice", handle_file(str(clip)), "again", True, "flite-slt", "flite-slt", "flite-slt", api_name="/add_voice")
+    library, chat_v, _, _, _ = client.predict("my-voice", "renamed", "my-voice", "flite-slt", "flite-slt", api_name="/rename_voice")
     assert library["value"] == "renamed" and chat_v["value"] == "renamed"  # a picker on the old name follows it
     library, chat_v, _, _ = client.predict("renamed", "renamed", "flite-slt", "flite-slt", api_name="/delete_voice")
     names = [c[0] for c in library["choices"]]

@@ -68,7 +68,77 @@ def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
     import app.ui
 
     monkeypatch.setattr(app.ui, "build_demo", lambda engine, concurrency: seen.update(concurrency=concurrency) or Demo())
-    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0)
+    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0, prevent_thread_lock=True)
     assert seen["concurrency"] == 1 and seen["queue"] == {"default_concurrency_limit": 1}
+    paths = {r.path for r in seen["launch"]["app_kwargs"]["routes"]}  # the OpenAI API is served by the same app
+    assert {"/v1/audio/speech", "/v1/audio/voices", "/v1/voices", "/v1/audio/transcriptions", "/v1/models"} <= paths
     assert seen["launch"]["server_name"] == "0.0.0.0" and seen["launch"]["server_port"] == 1234
     assert "block the microphone" in caplog.text
+
+
+def test_console_names_profile_models_api_and_our_share_hint():
+    from engine.config import load_config
+
+    class Engine:
+        config = load_config("tiny")
+
+    class Demo:
+        local_url = "http://127.0.0.1:7860/"
+        share_url = None
+
+    text = server.serving_message(Demo(), Engine(), api=True, api_key="k", auth=None, share=False)
+    assert "profile 'tiny'" in text and "perceptual flow (random tiny)" in text and "semantic" in text
+    assert "http://127.0.0.1:7860/v1" in text and "Bearer" in text
+    assert "--share" in text and "share=True" not in text  # our flag, not Gradio's launch() argument
+    Demo.share_url = "https://abc.gradio.live"
+    shared = server.serving_message(Demo(), Engine(), api=False, api_key=None, auth=None, share=True)
+    assert "https://abc.gradio.live" in shared and "/v1" not in shared and "start with --share" not in shared
+
+
+def test_ui_and_api_share_one_concurrency_limit():
+    """GatedEngine: with one slot, a second request (from the UI or the API) waits for the first."""
+    import threading
+    import time
+
+    from app.gate import GatedEngine
+
+    class Slow:
+        config = "cfg"
+
+        def __init__(self):
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def _work(self):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(0.05)
+            with self.lock:
+                self.running -= 1
+
+        def tts(self, *a, **k):
+            self._work()
+            return "tts"
+
+        def chat(self, *a, **k):
+            self._work()
+            yield "event"
+
+    engine = Slow()
+    gated = GatedEngine(engine, concurrency=1)
+    assert gated.config == "cfg"  # everything else is the engine's own
+    threads = [threading.Thread(target=gated.tts) for _ in range(3)] + [threading.Thread(target=lambda: list(gated.chat())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.most == 1
+    engine.most = 0
+    wide = GatedEngine(engine, concurrency=3)
+    threads = [threading.Thread(target=wide.tts) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.most > 1  # the limit is the configured one, not a global lock

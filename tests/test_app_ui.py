@@ -49,7 +49,7 @@ def test_microphone_stream_makes_one_turn_per_utterance(ui):
     quiet = UI(ui.engine, out_dir=ui.out_dir, live_audio=False)
     outputs = list(quiet.chat_heard(heard[0], "flite-slt", None, [], None, steps=2, seed=0))
     assert all(o[1] is None for o in outputs) and outputs[-1][2]
-    assert [m["role"] for m in history] == ["user", "assistant"] and history[0]["content"].startswith("🎤")
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[0]["content"].startswith("(spoken)")
     assert audio_path and audio_path == file_path and "RTF" in latency and len(conversation) > 0
 
 
@@ -78,7 +78,7 @@ def test_engine_errors_become_readable_messages(ui):
     with pytest.raises(gr.Error, match="silent"):
         ui.convert((16000, np.zeros(16000, np.float32)), "flite-slt", steps=2)
     history = list(ui.chat_audio((16000, np.zeros(16000, np.float32)), "flite-slt", None, [], None))[-1][0]
-    assert history[-1]["content"].startswith("⚠️") and "silent" in history[-1]["content"]
+    assert history[-1]["content"].startswith("Error:") and "silent" in history[-1]["content"]
 
 
 def test_model_events_share_one_concurrency_group(ui):
@@ -88,3 +88,51 @@ def test_model_events_share_one_concurrency_group(ui):
         assert by_name[name].concurrency_id == MODELS and by_name[name].concurrency_limit == 3, name
     streams = [fn for fn in demo.fns.values() if fn.name == "mic_stream"]
     assert len(streams) == 1 and streams[0].concurrency_limit is None  # listening never waits behind a model
+
+
+def test_status_tab_reports_model_loading_apart(ui):
+    ui.tts("Hello.", "flite-slt", steps=2, seed=0)  # the models are loaded by now
+    text = ui.status()
+    assert "**Models loaded in** codec" in text and "not counted in any request's timings" in text
+    assert "perceptual model flow" in ui.header_status()
+
+
+def test_user_errors_are_not_logged_as_tracebacks(ui):
+    with pytest.raises(gr.Error) as err:
+        ui.tts(" ", "flite-slt")
+    assert err.value.print_exception is False  # Gradio prints a traceback only when this is True
+    with pytest.raises(gr.Error) as err:
+        ui.convert(None, "flite-slt")
+    assert err.value.print_exception is False
+
+
+def test_voices_tab_overwrite_clear_confirm_and_preview(ui, tmp_path):
+    from app.ui import clip_hint, flow_visibility
+
+    clip = (16000, voiced(2.0, seed=7))
+    out = ui.add_voice("Tab-Test", clip, "first", False, "flite-slt", "flite-slt", UPLOAD)
+    library, *pickers, name, new_clip, desc, overwrite = out
+    assert library["value"] == "Tab-Test" and (name, new_clip, desc, overwrite) == ("", None, "", False)  # the form is cleared
+    with pytest.raises(gr.Error, match="Replace a voice of the same name"):  # the message names the choice the form has
+        ui.add_voice("Tab-Test", clip, "second", False)
+    ui.add_voice("Tab-Test", clip, "second", True)
+    added = ui.engine.voices.get("Tab-Test")
+    assert added.description == "second"
+    *_, cleared = ui.rename_voice("Tab-Test", "Tab-Renamed", "flite-slt")
+    assert cleared == ""
+    row, question = ui.ask_delete("Tab-Renamed")  # delete asks first; nothing is gone yet
+    assert row["visible"] is True and "Tab-Renamed" in question and ui.engine.voices.exists("Tab-Renamed")
+    with pytest.raises(gr.Error, match="bundled"):
+        ui.ask_delete("flite-slt")
+    *_, row = ui.delete_voice("Tab-Renamed")
+    assert row["visible"] is False and not ui.engine.voices.exists("Tab-Renamed")
+    # page load: the library's selected voice is previewed
+    library, *pickers, preview, info, header = ui.on_load("flite-slt", "flite-slt", "flite-slt")
+    sr, wav = preview
+    assert library["value"] in info and sr == 16000 and wav.size > 0
+    # what the labels promise is what the library stores on this profile
+    seconds = ui.engine.config.perceptual.prompt_seconds
+    assert clip_hint(ui.engine.config).startswith(f"{seconds:g} s")
+    assert seconds - 0.05 <= added.duration <= seconds + 0.05  # a 2 s clip is stored as one prompt length
+    assert [u["visible"] for u in flow_visibility("soundstorm")] == [False, False]
+    assert [u["visible"] for u in flow_visibility("flow")] == [True, True]

@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's, driven by Playwright) against the real app on the tiny profile:
-load the page, click through the tabs, run a TTS request, chat by typing, and talk hands-free
+load the page (the voice preview is filled), click through the tabs, run a TTS request (its progress
+shown once, on the player), chat by typing, and talk hands-free
 through a fake microphone (Chromium plays a WAV file as the capture device). Screenshots are
 saved under test-artifacts/."""
 
@@ -49,15 +50,51 @@ def browser(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+# Every 20 ms: which components show a progress indicator (Gradio's status tracker, not hidden, with text).
+WATCH_PROGRESS = """() => {
+  window.__progress = {max: 0, where: []};
+  window.__watch = setInterval(() => {
+    const shown = Array.from(document.querySelectorAll('[data-testid="status-tracker"]'))
+      .filter(e => !e.classList.contains('hide') && e.offsetParent !== null && e.innerText.trim())
+      .map(e => (e.closest('[id]') || {}).id || '?');
+    window.__progress.max = Math.max(window.__progress.max, shown.length);
+    shown.forEach(id => { if (!window.__progress.where.includes(id)) window.__progress.where.push(id); });
+  }, 20);
+}"""
+STOP_WATCH = "() => { clearInterval(window.__watch); return window.__progress; }"
+
+
+def test_voice_preview_is_filled_on_load(browser):
+    page = browser
+    page.get_by_role("tab", name="Voices").click()
+    selected = page.locator("#voice-info").get_by_text("flite-")  # the library's selected voice, described
+    selected.first.wait_for(timeout=30_000)
+    link = page.locator("#voice-preview [data-testid='download-link']")
+    link.wait_for(state="attached", timeout=30_000)
+    assert ".wav" in (link.get_attribute("href") or "")  # the preview player holds the voice's audio
+
+
 def test_tabs_and_tts(browser):
     page = browser
     for name in ["Voice conversion", "Voices", "Status", "Text to speech"]:
         page.get_by_role("tab", name=name).click()
         page.wait_for_timeout(300)
     assert page.get_by_text("Every model this profile uses is available").count() >= 1  # the status tab rendered
+    page.evaluate(WATCH_PROGRESS)
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("RTF").first.wait_for(timeout=TIMEOUT)  # the metrics line of a finished request
+    page.locator("#tts-info").get_by_text("RTF").wait_for(timeout=TIMEOUT)  # the metrics line of a finished request
+    progress = page.evaluate(STOP_WATCH)
+    assert progress["max"] == 1 and progress["where"] == ["tts-audio"], progress  # once, where the result appears
     assert page.get_by_text("Spoken text").first.is_visible()
+    assert page.locator("#tts-info").get_by_text("models loaded in").count() == 1  # loading: its own line
+    # a second request: the old result is cleared at once, progress again shows only on the player
+    page.evaluate(WATCH_PROGRESS)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => !document.querySelector('#tts-info').innerText.includes('RTF')", timeout=30_000)
+    page.locator("#tts-info").get_by_text("RTF").wait_for(timeout=TIMEOUT)
+    progress = page.evaluate(STOP_WATCH)
+    assert progress["max"] <= 1 and set(progress["where"]) <= {"tts-audio"}, progress
+    assert page.locator("#tts-info").get_by_text("models loaded in").count() == 0  # nothing loaded this time
     page.screenshot(path=str(ARTIFACTS / "ui-tts.png"), full_page=True)
     assert (ARTIFACTS / "ui-tts.png").stat().st_size > 10_000
 
@@ -87,9 +124,9 @@ def test_hands_free_microphone_turn(browser):
     page.locator("#vad-state").get_by_text("heard").wait_for(timeout=60_000)
     chat = page.locator("#chatbot")
     try:
-        chat.get_by_text("🎤").first.wait_for(timeout=TIMEOUT)
+        chat.get_by_text("(spoken)").first.wait_for(timeout=TIMEOUT)
         page.locator("#latency").get_by_text("RTF").wait_for(timeout=TIMEOUT)  # the turn finished
     finally:
         page.screenshot(path=str(ARTIFACTS / "ui-handsfree.png"), full_page=True)
-    assert chat.inner_text().count("🎤") == 1  # one utterance, one turn
+    assert chat.inner_text().count("(spoken)") == 1  # one utterance, one turn
     assert "…" not in chat.inner_text()  # transcript and reply text arrived

@@ -104,3 +104,22 @@ def test_tts_and_chat_cli(tmp_path):
         assert run.returncode == 0, run.stderr
         data, sr = sf.read(out3)
         assert sr == 16000 and data.size > 0
+
+
+def test_model_loading_is_its_own_line_not_part_of_first_audio(tmp_path):
+    """The first request loads the models: that time is reported apart (load_s, the status rows),
+    never inside first audio / total / RTF; later requests load nothing."""
+    eng = Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}"]))
+    assert all(s.load_s is None and not s.loaded for s in eng.status())
+    first = eng.tts("Hello.", "flite-slt", options=GenerationOptions(seed=0))
+    status = {s.role: s for s in eng.status()}
+    loaded = sum(status[role].load_s for role in ("codec", "semantic", "flow"))
+    assert first.metrics.load_s > 0 and first.metrics.load_s == pytest.approx(loaded, rel=0.2, abs=0.05)
+    assert "models loaded in" in first.metrics.summary() and first.metrics.first_audio_s <= first.metrics.total_s
+    second = eng.tts("Hello.", "flite-slt", options=GenerationOptions(seed=0))
+    assert second.metrics.load_s == 0 and "models loaded" not in second.metrics.summary()
+    assert "soundstorm" not in status  # not configured, not loaded: not listed
+    r = eng.convert((16000, voiced(0.5)), "flite-slt", options=GenerationOptions(perceptual="soundstorm", steps=1, seed=0))
+    assert r.metrics.load_s > 0  # SoundStorm loaded for this request, reported apart
+    status = {s.role: s for s in eng.status()}
+    assert status["soundstorm"].loaded and status["soundstorm"].load_s > 0  # the model actually used is listed

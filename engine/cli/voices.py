@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in sub.choices.values():
         add_config_args(p)
     args = parser.parse_args(argv)
-    from engine.pipeline import Engine
+    from engine.voices import VoiceLibrary
 
-    engine = Engine(config_from_args(args))
-    lib = engine.voices
+    config = config_from_args(args)
+    lib = VoiceLibrary.from_config(config)  # list / rename / delete / export never load torch or a model
     if args.cmd == "list":
         voices = lib.list()
         if not voices:
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         for v in voices:
             print(f"{v.name:24s} {v.duration:5.1f} s  {'bundled' if v.bundled else 'yours  '}  {v.description}")
     elif args.cmd == "add":
-        v = lib.add(args.name, args.audio, codec=engine.codec, description=args.description, licence=args.licence, overwrite=args.overwrite)
+        from engine.pipeline import Engine  # adding encodes the clip: only this needs the codec
+
+        v = lib.add(args.name, args.audio, codec=Engine(config).codec, description=args.description, licence=args.licence, overwrite=args.overwrite)
         print(f"added {v.name} ({v.duration:.1f} s) to {lib.root}")
     elif args.cmd == "rename":
         print(f"renamed to {lib.rename(args.old, args.new).name}")

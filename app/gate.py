@@ -1,0 +1,40 @@
+"""One limit on how many requests run on the models at once, shared by the web UI and the HTTP API."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator
+
+
+class GatedEngine:
+    """The Engine, with its tasks (tts, convert, chat, load) waiting for one of ``concurrency``
+    slots; every other attribute (config, voices, codec, semantic, status, ...) is the engine's own.
+    ``gate`` is the semaphore itself, for callers that run the models directly (transcription)."""
+
+    def __init__(self, engine: Any, concurrency: int = 1):
+        self.engine = engine
+        self.concurrency = max(1, int(concurrency))
+        self.gate = threading.BoundedSemaphore(self.concurrency)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def tts(self, *args: Any, **kwargs: Any):
+        """``Engine.tts`` once a slot is free."""
+        with self.gate:
+            return self.engine.tts(*args, **kwargs)
+
+    def convert(self, *args: Any, **kwargs: Any):
+        """``Engine.convert`` once a slot is free."""
+        with self.gate:
+            return self.engine.convert(*args, **kwargs)
+
+    def load(self, *args: Any, **kwargs: Any) -> None:
+        """``Engine.load`` once a slot is free."""
+        with self.gate:
+            return self.engine.load(*args, **kwargs)
+
+    def chat(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """``Engine.chat``; the slot is held until the turn's last event (or the caller stops early)."""
+        with self.gate:
+            yield from self.engine.chat(*args, **kwargs)
