@@ -139,9 +139,13 @@ def build_teacher_cache(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    items = list(items)  # callers sort by duration so that batches share a window length
-    parts = [items[i : i + part_size] for i in range(0, len(items), part_size)]
-    todo = [(k, p) for k, p in enumerate(parts) if not (folder / f"part-{k:05d}.json").is_file()]
+    done = TeacherCache.open(folder)
+    # utterances already cached are kept (by id), new ones go into new parts: a corpus that grew,
+    # or an interrupted run, costs only what is missing. Callers sort by duration so that batches
+    # share a window length.
+    items = [(uid, load) for uid, load in items if uid not in done]
+    first = max(done._parts, default=-1) + 1
+    todo = [(first + k, items[i : i + part_size]) for k, i in enumerate(range(0, len(items), part_size))]
     if todo:
         teacher = teacher or WhisperTeacher()
     bar = tqdm(total=sum(len(p) for _, p in todo), desc="teacher features", disable=not progress, unit="utt")

@@ -48,8 +48,11 @@ class CodecTrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     segment_frames: int = 100  # 2 s crops
     batch_size: int = 16
-    valid_utterances: int = 32  # training-voice utterances set aside for the validation loss
-    max_train_utterances: int = 0  # 0: all
+    # which training-split utterances are used, by a stable hash of the id (so the choice of each
+    # utterance never changes when the corpus grows): hash < valid_fraction -> validation,
+    # then the next train_fraction -> training
+    valid_fraction: float = 0.005
+    train_fraction: float = 1.0
 
 
 # ---------------------------------------------------------------------- data
@@ -185,17 +188,23 @@ def ensure_teacher(corpus: str | Path, utterances: list[Utterance], progress: bo
     return build_teacher_cache(((u.id, loader(u.path)) for u in utts), teacher_dir(corpus), progress=progress)
 
 
+def id_hash(uid: str) -> float:
+    """A stable number in [0, 1) for an utterance id."""
+    import hashlib
+
+    return int(hashlib.sha1(uid.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
 def select_utterances(run: CodecTrainConfig, corpus: str | Path) -> tuple[list[Utterance], list[Utterance]]:
-    """(train, valid) utterances of the corpus's training split: a seeded shuffle, the first
-    ``valid_utterances`` for validation, then up to ``max_train_utterances`` for training."""
+    """(train, valid) utterances of the corpus's training split, chosen by ``id_hash``."""
     utts = read_corpus(corpus, "train")
     if not utts:
         raise ValueError(f"{corpus} has no training utterances")
-    order = np.random.default_rng(run.train.seed).permutation(len(utts))
-    valid = [utts[i] for i in order[: run.valid_utterances]]
-    train = [utts[i] for i in order[run.valid_utterances :]]
-    if run.max_train_utterances:
-        train = train[: run.max_train_utterances]
+    lo, hi = run.valid_fraction, run.valid_fraction + run.train_fraction
+    valid = [u for u in utts if id_hash(u.id) < lo]
+    train = [u for u in utts if lo <= id_hash(u.id) < hi]
+    if not train:
+        raise ValueError(f"no training utterances selected from {corpus}; raise train_fraction")
     return train, valid
 
 
