@@ -31,3 +31,7 @@ class SemanticConfig:
     unit_chunk: int = 50  # stream reply units in chunks of this many frames (1 s)
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # decode loop (engine.semantic.decoding): auto = static KV cache for LLaMA models, else eager
+    decoder: str = "auto"  # auto | static | eager
+    compile: str = "auto"  # torch.compile of the decode step: auto (CUDA, not 4-bit) | on | off
+    sync_every: int = 8  # CUDA: speech tokens sampled on the device between two host syncs
