@@ -25,6 +25,7 @@ from engine.config import AppConfig
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
 from engine.textfront import crossfade_join, normalize_text, split_sentences
+from engine.threads import apply_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class Engine:
     def __init__(self, config: AppConfig):
         self.config = config
         self.device = resolve_device(config.pipeline.device)
+        apply_cpu_threads(config.pipeline.cpu_threads)
         self._lock = threading.RLock()
         self._codec: Codec | None = None
         self._semantic = None

@@ -18,3 +18,27 @@ def test_bench_e2e_prints_all_tasks(tmp_path):
     rows = {line.split()[0]: line.split() for line in run.stdout.splitlines() if line.split() and line.split()[0] in ("tts", "convert", "chat")}
     assert set(rows) == {"tts", "convert", "chat"}
     assert all(float(r[2]) > 0 for r in rows.values())
+
+
+def test_bench_semantic_compare_ends_with_the_ratio():
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "semantic", "--profile", "tiny", "--compare", "--units", "12", "--repeats", "2",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert "torch CPU threads: 1" in run.stdout and "decoder: static cache" in run.stdout
+    last = lines[-1]
+    assert last.startswith("ratio vs transformers generate: ") and last.endswith("x") and float(last.split()[-1][:-1]) > 0
+
+
+def test_cpu_thread_policy(monkeypatch):
+    from engine.threads import cpu_threads_for, usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads_for(3) == 3
+    assert cpu_threads_for(0) == max(1, min(usable_cores(), 8))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads_for(0) == 1
+    import pytest
+
+    with pytest.raises(ValueError, match="cpu_threads"):
+        cpu_threads_for(-1)
