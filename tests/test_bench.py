@@ -42,3 +42,16 @@ def test_cpu_thread_policy(monkeypatch):
 
     with pytest.raises(ValueError, match="cpu_threads"):
         cpu_threads_for(-1)
+
+
+def test_bench_perceptual_compare_with_a_checkout():
+    """Side by side against a checkout (here the same one): both workers run, the outputs agree, a ratio is printed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "perceptual", "--profile", "tiny", "--compare-with", str(root), "--arch", "32,2,2",
+                          "--steps", "2", "--rounds", "2", "--target-seconds", "0.4", "--prompt-seconds", "0.2", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "1 threads" in run.stdout and "max |output difference| 0.00e+00" in run.stdout
+    assert run.stdout.strip().splitlines()[-1].startswith("ratio vs ")
