@@ -4,6 +4,10 @@ for a 10 s target + 3 s prompt (random weights: speed does not depend on them).
 RTF = seconds per call / seconds of target audio (below 1 is faster than real time). NFE is the
 number of network evaluations per call: with ``--solver euler`` one per step, with ``midpoint`` two.
 Rows whose estimated time exceeds ``--max-row-seconds`` are reported as skipped, not run.
+
+``--compare-with CHECKOUT`` instead times this checkout's sampler against another checkout's (e.g.
+``git worktree add ../base COMMIT``) on one shape, each in a worker process (engine.eval.flow_worker)
+with the same weights and inputs, interleaved, and ends with ``ratio vs CHECKOUT: X.XXx``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per row (the best one is reported)")
     parser.add_argument("--max-row-seconds", type=float, default=0.0, help="skip rows estimated to take longer (0: run all)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="default: bf16 on CUDA, float32 on CPU")
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default="off", help="torch.compile the network (auto: on CUDA)")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="torch.compile the network (auto: on CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: pipeline.cpu_threads)")
     parser.add_argument("--compare-with", default=None, metavar="CHECKOUT",
                         help="time this checkout's sampler against another checkout's (e.g. a git worktree of an older commit), side by side, "
-                             "on CPU, with --arch, --steps, --solver midpoint and the target/prompt seconds")
+                             "with --arch, --steps, --solver (default midpoint), --device (default cpu; cuda: bfloat16, compiled unless --compile off)")
     parser.add_argument("--arch", default="256,6,4", help="with --compare-with: dim,layers,heads (default: the golden-fixture shape)")
     parser.add_argument("--steps", type=int, default=16, help="with --compare-with: ODE steps")
     parser.add_argument("--rounds", type=int, default=3, help="with --compare-with: interleaved timed rounds")
@@ -51,8 +55,11 @@ def run(args: argparse.Namespace, config) -> int:
         from engine.codec import Codec
 
         dim, depth, heads = (int(v) for v in args.arch.split(","))
+        where = resolve_device(getattr(args, "device", None) or "cpu")
+        cuda = where.type == "cuda"
         compare(args.compare_with, dim, depth, heads, int(args.target_seconds * Codec.frame_rate), int(args.prompt_seconds * Codec.frame_rate),
-                args.steps, args.solver or "midpoint", args.rounds, threads, compile_ours=args.compile == "on")
+                args.steps, args.solver or "midpoint", args.rounds, threads, compile_ours=args.compile == "on" or (args.compile == "auto" and cuda),
+                device=str(where), dtype=args.dtype or ("bfloat16" if cuda else "float32"))
         return 0
     args.solver = args.solver or "euler"
     device = resolve_device(getattr(args, "device", None) or config.pipeline.device)
@@ -114,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------ side by side
 def compare(other: str, dim: int, depth: int, heads: int, target: int, prompt: int, steps: int, method: str, rounds: int, threads: int,
-            compile_ours: bool = False) -> float:
+            compile_ours: bool = False, device: str = "cpu", dtype: str = "float32") -> float:
     """Time this checkout's flow sampler against the one in checkout ``other``, interleaved in one run.
 
     Each side runs in its own worker process (engine.eval.flow_worker) with the same random weights,
@@ -133,7 +140,8 @@ def compare(other: str, dim: int, depth: int, heads: int, target: int, prompt: i
     procs = {}
     for name, root in sides.items():
         flag = "1" if compile_ours and name == "this checkout" else "0"
-        procs[name] = subprocess.Popen([sys.executable, str(worker), root, str(dim), str(depth), str(heads), str(FEATURE_DIM), str(threads), flag],
+        procs[name] = subprocess.Popen([sys.executable, str(worker), root, str(dim), str(depth), str(heads), str(FEATURE_DIM), str(threads), flag,
+                                        device, dtype],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = procs[name].stdout.readline().split()
         if not ready or ready[0] != "ready":
@@ -162,7 +170,7 @@ def compare(other: str, dim: int, depth: int, heads: int, target: int, prompt: i
     med = {n: statistics.median(t) for n, t in times.items()}
     ratio = med["other"] / med["this checkout"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"flow model dim {dim}, {depth} layers, {heads} heads; {target} target + {prompt} prompt frames, {steps} {method} steps")
+    print(f"flow model dim {dim}, {depth} layers, {heads} heads, {device} {dtype}; {target} target + {prompt} prompt frames, {steps} {method} steps")
     print(f"median s/call: this checkout {med['this checkout']:.3f}, other {med['other']:.3f} "
           f"({rounds} interleaved rounds, {threads} threads, load average {load:.2f}); max |output difference| {diff:.2e}")
     print(f"ratio vs {other}: {ratio:.2f}x")

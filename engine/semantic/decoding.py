@@ -273,11 +273,18 @@ class StaticDecoder(nn.Module):
         """Feed one sampled token (a device tensor [1]) without a host sync."""
         self.counts.index_add_(0, token, torch.ones(1, dtype=torch.int32, device=self.device))
         if self.compiled:
+            if self.pos >= self.max_len:
+                raise ValueError(f"the reply needs more than the decoder's {self.max_len} cache positions")
             pos = torch.full((1,), self.pos, dtype=torch.long, device=self.device)
-            self.hidden = self._step(token, pos).clone()  # clone: a CUDA graph reuses its output buffer
-            self.pos += 1
-        else:
-            self.hidden = self._forward(token)
+            try:
+                self.hidden = self._step(token, pos).clone()  # clone: a CUDA graph reuses its output buffer
+                self.pos += 1
+                return
+            except Exception as exc:  # a compiler that cannot handle this model or setup: keep going eagerly
+                log.warning("semantic decoder: torch.compile failed (%s: %s); using the eager step", type(exc).__name__, str(exc)[:200])
+                self.compiled = False
+                self._step = self._decode_one
+        self.hidden = self._forward(token)
 
     def _draw(self, plan: SlotPlan) -> Tensor:
         """The next token id [1] on the device, from the current hidden state."""
