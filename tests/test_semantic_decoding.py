@@ -138,3 +138,17 @@ def test_unknown_decoder_settings_are_refused():
     model = SemanticModel.tiny(SemanticConfig(random_init=True, decoder="fast"))
     with pytest.raises(ValueError, match="semantic.decoder"):
         model.speak("hi", GREEDY)
+
+
+def test_overlapping_replies_do_not_share_the_static_cache():
+    """A reply started while another is still streaming decodes on its own (eagerly): both come out
+    as they do alone."""
+    _, model = _both("speechgpt_gen")
+    alone_a = model.speak("first text", GREEDY)
+    alone_b = model.speak("another one", GREEDY)
+    stream_a = model.stream_speak("first text", GREEDY)
+    head = next(stream_a)
+    during = model.speak("another one", GREEDY)
+    rest = [u for chunk in stream_a for u in chunk]
+    assert head + rest == alone_a and during == alone_b
+    assert model.speak("another one", GREEDY) == alone_b and not model._static_lock.locked()

@@ -11,6 +11,7 @@ is always parsed from the full generated text, so streaming and non-streaming ag
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Union
@@ -77,6 +78,8 @@ class SemanticModel:
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
         self._static: StaticDecoder | None = None  # built on first use, reused (cache buffers, compiled step)
+        self._eager_only = False
+        self._static_lock = threading.Lock()  # one reply at a time on it; a concurrent one decodes eagerly
         if int(self.unit_ids.max()) >= self.num_embeddings:
             raise ModelUnavailableError(f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only {self.num_embeddings} embeddings")
 
@@ -187,21 +190,32 @@ class SemanticModel:
             mask[self.tokenizer.bos_token_id] = True
         return stops, mask.to(self.device)
 
-    def _decoder(self, sampling: SamplingConfig, positions: int) -> EagerDecoder | StaticDecoder:
-        """The decoder for one reply of at most ``positions`` tokens (prompt included)."""
+    def _decoder(self, sampling: SamplingConfig, positions: int, held: list) -> EagerDecoder | StaticDecoder:
+        """The decoder for one reply of at most ``positions`` tokens (prompt included). The static
+        decoder is lent to one reply at a time (its release is put in ``held``)."""
         eos = self.tokenizer.eos_token_id
-        if self.cfg.decoder != "eager":
+        if self.cfg.decoder != "eager" and not self._eager_only and self._static_lock.acquire(blocking=False):
+            held.append(self._static_lock.release)
             size = min(self.cfg.max_context_tokens, -(-positions // 1024) * 1024)  # grows in steps of 1024 positions
             if self._static is None or self._static.max_len < positions:
                 self._static = make_decoder(self.cfg.decoder, self.model, size, self.cfg.compile, self.cfg.sync_every)
             if self._static is not None:
                 return self._static.reset(sampling, eos, self.num_embeddings)
+            self._eager_only = True  # an architecture the static decoder does not know (logged once)
         return EagerDecoder(self.model, self.device, sampling, eos)
 
-    @torch.inference_mode()
     def _generate(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> Iterator[tuple[str, object]]:
         """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id) as they
         are sampled, ("warning", message) when a slot is cut at its budget, then ("done", raw reply text)."""
+        held: list = []
+        try:
+            yield from self._walk(prompt, scaffold, sampling, held)
+        finally:  # also when the consumer stops early
+            for release in held:
+                release()
+
+    @torch.inference_mode()
+    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, held: list) -> Iterator[tuple[str, object]]:
         # the prompt and the fixed text right after it are tokenized as one string, as in training
         first_slot = next((i for i, seg in enumerate(scaffold) if isinstance(seg, Slot)), len(scaffold))
         head = "".join(scaffold[:first_slot])  # type: ignore[arg-type]
@@ -213,7 +227,7 @@ class SemanticModel:
         budget = min(sampling.max_new_tokens, room)
         used = 0  # reply tokens so far
         raw = [head]
-        decoder = self._decoder(sampling, len(seq) + budget + 1)
+        decoder = self._decoder(sampling, len(seq) + budget + 1, held)
         decoder.start(seq)
         anchor = ""
         pending = ""
