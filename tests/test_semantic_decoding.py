@@ -152,3 +152,17 @@ def test_overlapping_replies_do_not_share_the_static_cache():
     rest = [u for chunk in stream_a for u in chunk]
     assert head + rest == alone_a and during == alone_b
     assert model.speak("another one", GREEDY) == alone_b and not model._static_lock.locked()
+
+
+def test_other_architectures_use_the_eager_loop():
+    """A causal LM the static decoder does not know is decoded eagerly with decoder auto, refused with static."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from engine.semantic.decoding import make_decoder, supports_static
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=1, n_head=2)).eval()
+    assert "gpt2" in supports_static(model)
+    assert make_decoder("auto", model, 64, "off", 1) is None
+    with pytest.raises(ValueError, match="semantic.decoder static cannot run"):
+        make_decoder("static", model, 64, "off", 1)
+    assert isinstance(make_decoder("auto", tiny_llama(50), 64, "off", 1), StaticDecoder)
