@@ -35,6 +35,7 @@ class PipelineConfig:
     """Task-level settings shared by TTS, conversion and chat."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cpu_threads: int = 0  # torch CPU threads: 0 = auto (OMP_NUM_THREADS if set, else usable cores up to 8); see engine.threads
     max_input_seconds: float = 60.0  # longest user audio accepted
     max_text_chars: int = 2000  # longest TTS text accepted
     chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size

@@ -27,6 +27,7 @@ from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
 from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
 from engine.semantic.config import TASK_NAMES, semantic_role
 from engine.textfront import crossfade_join, normalize_text, split_sentences
+from engine.threads import apply_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class Engine:
     def __init__(self, config: AppConfig):
         self.config = config
         self.device = resolve_device(config.pipeline.device)
+        apply_cpu_threads(config.pipeline.cpu_threads)
         self._lock = threading.RLock()
         self._codec: Codec | None = None
         self._semantic: dict[str, object] = {}  # checkpoint -> SemanticModel (one per distinct semantic.*_path)

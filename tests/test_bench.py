@@ -28,3 +28,40 @@ def test_bench_stream_prints_both_variants():
     assert [r[0] for r in rows] == ["independent", "streamed"]
     assert all(float(v) > 0 for r in rows for v in (r[1], r[-1]))
     assert float(rows[1][2]) == 0.72 and float(rows[0][2]) == 1.0  # first piece: 50 - 10 lookahead - 4 holdback frames
+
+
+def test_bench_semantic_compare_ends_with_the_ratio():
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "semantic", "--profile", "tiny", "--compare", "--units", "12", "--repeats", "2",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert "torch CPU threads: 1" in run.stdout and "decoder: static cache" in run.stdout
+    last = lines[-1]
+    assert last.startswith("ratio vs transformers generate: ") and last.endswith("x") and float(last.split()[-1][:-1]) > 0
+
+
+def test_cpu_thread_policy(monkeypatch):
+    from engine.threads import cpu_threads_for, usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads_for(3) == 3
+    assert cpu_threads_for(0) == max(1, min(usable_cores(), 8))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads_for(0) == 1
+    import pytest
+
+    with pytest.raises(ValueError, match="cpu_threads"):
+        cpu_threads_for(-1)
+
+
+def test_bench_perceptual_compare_with_a_checkout():
+    """Side by side against a checkout (here the same one): both workers run, the outputs agree, a ratio is printed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "perceptual", "--profile", "tiny", "--compare-with", str(root), "--arch", "32,2,2",
+                          "--steps", "2", "--rounds", "2", "--target-seconds", "0.4", "--prompt-seconds", "0.2", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "1 threads" in run.stdout and "max |output difference| 0.00e+00" in run.stdout
+    assert run.stdout.strip().splitlines()[-1].startswith("ratio vs ")

@@ -115,14 +115,13 @@ def test_conversation_grows_and_stays_in_window(tiny):
 
 
 def _record_feeds(model):
+    """Every id the decode loop feeds, in order (read at the input embedding, whichever decoder runs)."""
     fed: list[int] = []
-    forward = model._forward
 
-    def recording(ids, cache):
-        fed.extend(ids)
-        return forward(ids, cache)
+    def hook(_module, inputs, _output):
+        fed.extend(inputs[0].flatten().tolist())
 
-    model._forward = recording
+    model.model.get_input_embeddings().register_forward_hook(hook)
     return fed
 
 

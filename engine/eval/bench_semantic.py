@@ -3,6 +3,12 @@
 Real time needs at least 50 units per second (RVQ-1 runs at 50 Hz). ``--random-arch`` measures a
 randomly initialised LLaMA of a public shape instead (speed depends on shape and precision, not on
 the weights), for machines that cannot download the checkpoint.
+
+``--compare`` times our decode loop and transformers' ``generate()`` on the same model, prompt,
+sampling settings and number of new tokens, interleaved in one run (the order alternates each
+round, so a steady background load weighs on both alike), and ends with
+``ratio vs transformers generate: X.XXx`` (the median of our rates over the median of theirs).
+``generate()`` samples from the whole vocabulary (a plain call has no speech-span constraint).
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", choices=["none", "4bit"], default=None, help="override semantic.quant")
     parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default=None, help="override semantic.dtype")
     parser.add_argument("--random-arch", choices=sorted(ARCHS), default=None, help="time a random LLaMA of this shape (speed only)")
+    parser.add_argument("--compare", action="store_true", help="also time transformers generate() side by side and print the ratio")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: pipeline.cpu_threads)")
+    parser.add_argument("--decoder", choices=["auto", "static", "eager"], default=None, help="override semantic.decoder")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default=None, help="override semantic.compile")
 
 
 def random_checkpoint(arch: str, family: str, folder: str) -> str:
@@ -53,9 +63,17 @@ def random_checkpoint(arch: str, family: str, folder: str) -> str:
 
 def run(args: argparse.Namespace, config) -> int:
     """Load the model once, then time ``repeats`` TTS generations (after a warm-up run)."""
-    from engine.semantic.model import SemanticModel
+    import os
 
+    from engine.semantic.model import SemanticModel
+    from engine.threads import apply_cpu_threads
+
+    threads = apply_cpu_threads(args.threads if args.threads is not None else config.pipeline.cpu_threads)
     cfg = config.semantic
+    if args.decoder:
+        cfg = replace(cfg, decoder=args.decoder)
+    if args.compile:
+        cfg = replace(cfg, compile=args.compile)
     if args.quant:
         cfg = replace(cfg, quant=args.quant)
     if args.dtype:
@@ -73,6 +91,11 @@ def run(args: argparse.Namespace, config) -> int:
     params = sum(p.numel() for p in model.model.parameters())
     print(f"model: {model.name} ({cfg.family}, {params / 1e6:.1f} M parameters), device {model.device}, "
           f"dtype {next(model.model.parameters()).dtype}, quant {cfg.quant}; loaded in {load_s:.1f} s")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch CPU threads: {threads}; load average {load:.2f}; sampling: temperature {sampling.temperature:g}, "
+          f"top-p {sampling.top_p:g}, repetition penalty {sampling.repetition_penalty:g}")
+    if args.compare:
+        return _compare(model, args, sampling)
     print(f"{'run':>4s} {'units':>6s} {'first unit s':>13s} {'tokens/s':>9s} {'real time':>10s}")
     for i in range(max(args.repeats, 1) + 1):
         start = time.perf_counter()
@@ -86,4 +109,62 @@ def run(args: argparse.Namespace, config) -> int:
         rate = (count - 1) / max(total - (first or 0), 1e-9) if count > 1 else 0.0  # decode rate after the first unit
         label = "warm" if i == 0 else str(i)
         print(f"{label:>4s} {count:6d} {first or float('nan'):13.3f} {rate:9.1f} {'yes' if rate >= 50 else 'no':>10s}", flush=True)
+    return 0
+
+
+def _decoder_label(model) -> str:
+    static = model._static
+    if model.cfg.decoder == "eager" or static is None:
+        return "eager loop"
+    return f"static cache, {'compiled' if static.compiled else 'eager'} step, host sync every {static.sync_every}"
+
+
+def _compare(model, args: argparse.Namespace, sampling) -> int:
+    """Our loop vs ``generate()``: the same prompt ids, sampling settings and new-token count per round."""
+    import statistics
+
+    import torch
+
+    family = model.family
+    bos = [model.tokenizer.bos_token_id] if model.tokenizer.bos_token_id is not None else []
+    prompt_ids = bos + model._ids(family.tts_prompt(args.text) + family.tts_scaffold()[0])  # what our loop feeds first
+    prompt = torch.tensor([prompt_ids], device=model.device)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def ours() -> tuple[int, float]:
+        sync()
+        start = time.perf_counter()
+        count = sum(len(chunk) for chunk in model.stream_speak(args.text, sampling))
+        sync()
+        return count + (1 if count < args.units else 0), time.perf_counter() - start  # + the sampled <eosp>, if any
+
+    def theirs(n: int) -> tuple[int, float]:
+        greedy = sampling.temperature <= 0
+        kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        torch.manual_seed(0)
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                                       repetition_penalty=sampling.repetition_penalty, pad_token_id=model.tokenizer.eos_token_id, **kwargs)
+        sync()
+        return out.shape[1] - prompt.shape[1], time.perf_counter() - start
+
+    n, _ = ours()  # warm-up (and compile, where on); then the token count generate() must match
+    theirs(n)
+    print(f"decoder: {_decoder_label(model)}; prompt {len(prompt_ids)} tokens, {n} new tokens per run")
+    print(f"{'round':>5s} {'ours tok/s':>11s} {'generate tok/s':>15s}")
+    rates: dict[str, list[float]] = {"ours": [], "generate": []}
+    for r in range(max(args.repeats, 1)):
+        order = ("ours", "generate") if r % 2 == 0 else ("generate", "ours")
+        for who in order:
+            if who == "ours":
+                count, took = ours()
+            else:
+                count, took = theirs(n)
+            rates[who].append(count / took)
+        print(f"{r + 1:5d} {rates['ours'][-1]:11.1f} {rates['generate'][-1]:15.1f}", flush=True)
+    a, b = statistics.median(rates["ours"]), statistics.median(rates["generate"])
+    print(f"median tokens/s (prompt included): ours {a:.1f}, transformers generate {b:.1f}")
+    print(f"ratio vs transformers generate: {a / b:.2f}x")
     return 0

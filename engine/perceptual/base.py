@@ -106,7 +106,7 @@ class FlowPerceptual:
                     "no flow-matching model is configured (no public weights exist): train one with "
                     "`python -m engine train-flow`, then --set perceptual.flow.path=RUN/final, or use --perceptual soundstorm"
                 )
-            model = FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device).cast_weights(self.dtype)
+            model = self._prepare(FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device).cast_weights(self.dtype))
             self.default_chain = model.cfg.chain
             self._models[model.cfg.chain] = model
 
@@ -118,8 +118,17 @@ class FlowPerceptual:
             if not self.cfg.random_init:
                 raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain is needed")
             cfg = FlowModelConfig.preset(self.cfg.size, feature_dim=self.codec.dim, codec=self.codec.name, chain=chain)
-            self._models[chain] = _seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval().cast_weights(self.dtype)
+            self._models[chain] = self._prepare(_seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval().cast_weights(self.dtype))
         return self._models[chain]
+
+    def _prepare(self, model: FlowModel) -> FlowModel:
+        """Compile the network where perceptual.flow.compile asks for it (auto: on CUDA, with CUDA graphs)."""
+        setting = self.cfg.compile
+        if setting not in ("auto", "on", "off"):
+            raise ValueError(f"unknown perceptual.flow.compile {setting!r}; use auto, on or off")
+        if setting == "on" or (setting == "auto" and self.device.type == "cuda"):
+            model.enable_compile("reduce-overhead" if self.device.type == "cuda" else "default", self.cfg.compile_bucket_frames)
+        return model
 
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
         model = self.model(chain)

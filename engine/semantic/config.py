@@ -75,3 +75,7 @@ class SemanticConfig:
         for task in TASKS:
             out.setdefault(self.path_for(task), []).append(task)
         return out
+    # decode loop (engine.semantic.decoding): auto = static KV cache for LLaMA models, else eager
+    decoder: str = "auto"  # auto | static | eager
+    compile: str = "auto"  # torch.compile of the decode step: auto (CUDA, not 4-bit) | on | off
+    sync_every: int = 8  # CUDA: speech tokens sampled on the device between two host syncs

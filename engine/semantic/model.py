@@ -1,7 +1,8 @@
 """The semantic LLM: load (fp32 CPU, fp16/bf16 CUDA, 4-bit NF4), and a streaming decode loop.
 
-The loop (own, with a KV cache) walks a reply *scaffold* (engine.semantic.prompts): fixed strings
-are fed, slots are sampled with temperature / top-p / repetition penalty until their stop token;
+The loop walks a reply *scaffold* (engine.semantic.prompts) with a decoder (engine.semantic.decoding:
+a static KV cache with on-device sampling for LLaMA models, else the eager transformers loop): fixed
+strings are fed, slots are sampled with temperature / top-p / repetition penalty until their stop token;
 inside a speech span only unit tokens and ``<eosp>`` can be sampled. Text comes out as deltas and
 units in chunks as soon as they exist, so audio can start before the reply ends. The final reply
 is always parsed from the full generated text, so streaming and non-streaming agree.
@@ -10,6 +11,7 @@ is always parsed from the full generated text, so streaming and non-streaming ag
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Union
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
+from engine.semantic.decoding import EagerDecoder, StaticDecoder, make_decoder, sample_next
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
 from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, displayable, prompt_family
@@ -54,25 +57,6 @@ class ReplyDone:
 ChatEvent = Union[TranscriptDelta, TextDelta, UnitChunk, ReplyDone]
 
 
-# ------------------------------------------------------------------------------ sampling
-def sample_next(logits: Tensor, history: Tensor, s: SamplingConfig, generator: torch.Generator | None) -> int:
-    """One token from logits [V] (float32), with repetition penalty over ``history`` ids."""
-    logits = logits.float().clone()
-    if s.repetition_penalty != 1.0 and history.numel():
-        seen = history.unique()
-        vals = logits[seen]
-        logits[seen] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
-    if s.temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / s.temperature, dim=-1)
-    if s.top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(0) - sorted_p < s.top_p
-        keep[0] = True
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
-
-
 class SemanticModel:
     """A causal LM that reads/writes text and RVQ-1 units in one prompt family."""
 
@@ -99,6 +83,9 @@ class SemanticModel:
         self.unit_ids = torch.tensor([self.vocab[t] for t in unit_tokens])
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
+        self._static: StaticDecoder | None = None  # built on first use, reused (cache buffers, compiled step)
+        self._eager_only = False
+        self._static_lock = threading.Lock()  # one reply at a time on it; a concurrent one decodes eagerly
         if int(self.unit_ids.max()) >= self.num_embeddings:
             raise ModelUnavailableError(f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only {self.num_embeddings} embeddings")
 
@@ -215,13 +202,32 @@ class SemanticModel:
             mask[self.tokenizer.bos_token_id] = True
         return stops, mask.to(self.device)
 
-    @torch.inference_mode()
+    def _decoder(self, sampling: SamplingConfig, positions: int, held: list) -> EagerDecoder | StaticDecoder:
+        """The decoder for one reply of at most ``positions`` tokens (prompt included). The static
+        decoder is lent to one reply at a time (its release is put in ``held``)."""
+        eos = self.tokenizer.eos_token_id
+        if self.cfg.decoder != "eager" and not self._eager_only and self._static_lock.acquire(blocking=False):
+            held.append(self._static_lock.release)
+            size = min(self.cfg.max_context_tokens, -(-positions // 1024) * 1024)  # grows in steps of 1024 positions
+            if self._static is None or self._static.max_len < positions:
+                self._static = make_decoder(self.cfg.decoder, self.model, size, self.cfg.compile, self.cfg.sync_every)
+            if self._static is not None:
+                return self._static.reset(sampling, eos, self.num_embeddings)
+            self._eager_only = True  # an architecture the static decoder does not know (logged once)
+        return EagerDecoder(self.model, self.device, sampling, eos)
+
     def _generate(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> Iterator[tuple[str, object]]:
         """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id) as they
         are sampled, ("warning", message) when a slot is cut at its budget, then ("done", raw reply text)."""
-        from transformers import DynamicCache
+        held: list = []
+        try:
+            yield from self._walk(prompt, scaffold, sampling, held)
+        finally:  # also when the consumer stops early
+            for release in held:
+                release()
 
-        gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    @torch.inference_mode()
+    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, held: list) -> Iterator[tuple[str, object]]:
         # the prompt and the fixed text right after it are tokenized as one string, as in training
         first_slot = next((i for i, seg in enumerate(scaffold) if isinstance(seg, Slot)), len(scaffold))
         head = "".join(scaffold[:first_slot])  # type: ignore[arg-type]
@@ -233,8 +239,8 @@ class SemanticModel:
         budget = min(sampling.max_new_tokens, room)
         used = 0  # reply tokens so far
         raw = [head]
-        cache = DynamicCache()
-        logits = self._forward(seq, cache)
+        decoder = self._decoder(sampling, len(seq) + budget + 1, held)
+        decoder.start(seq)
         anchor = ""
         pending = ""
         for index, seg in enumerate(scaffold[first_slot:], start=first_slot):
@@ -246,22 +252,20 @@ class SemanticModel:
                 ids = self._continuation(anchor, pending)
                 seq.extend(ids)
                 used += len(ids)
-                logits = self._forward(ids, cache)
+                decoder.feed(ids)
                 pending = ""
             stops, mask = self._masks(seg)
+            # the model's own end-of-text closes a text slot as its stop would
+            plan = decoder.plan(stops, mask, None if seg.name == "units" else self.vocab[seg.stops[0]])
             left = budget - used - 4
             # text slots get their own cap so that the speech after them keeps most of the budget
             limit = left if seg.name == "units" else min(seg.max_tokens or self.cfg.max_text_tokens, left)
             slot_ids: list[int] = []
             shown = ""
             stop_token = None
-            while len(slot_ids) < max(limit, 0):
-                token = sample_next(logits.float().masked_fill(mask, float("-inf")).cpu(), torch.tensor(seq), sampling, gen)
-                if token == self.tokenizer.eos_token_id and token not in stops and seg.name != "units":
-                    token = self.vocab[seg.stops[0]]  # the model's own end-of-text closes the slot as its stop would
+            for token in decoder.sample(plan, max(limit, 0)):  # each token is fed as it is sampled
                 seq.append(token)
                 used += 1
-                logits = self._forward([token], cache)
                 if token in stops:
                     stop_token = stops[token]
                     break
@@ -285,15 +289,10 @@ class SemanticModel:
                 if any(isinstance(s, Slot) for s in scaffold[index + 1:]):
                     seq.append(self.vocab[stop_token])
                     used += 1
-                    logits = self._forward([self.vocab[stop_token]], cache)
+                    decoder.feed([self.vocab[stop_token]])
             raw.append(body + stop_token)
             anchor = stop_token
         yield "done", "".join(raw)
-
-    def _forward(self, ids: list[int], cache) -> Tensor:
-        """Feed ``ids`` through the model (extending the KV cache); logits [V] of the last position."""
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True)
-        return out.logits[0, -1]
 
     # -------------------------------------------------------------- tasks
     def _sampling(self, sampling: SamplingConfig | None) -> SamplingConfig:

@@ -1,0 +1,366 @@
+"""Decoders for the semantic LLM's reply loop (engine.semantic.model walks the scaffold with one).
+
+Two implementations of one small interface (``start`` / ``feed`` / ``sample``):
+
+* ``StaticDecoder`` (LLaMA-family models): a preallocated KV cache, a decode step of our own over
+  the model's modules (so 4-bit NF4 layers work unchanged) that ``torch.compile`` can capture (CUDA
+  graphs with ``mode="reduce-overhead"`` on a GPU; eager on CPU unless asked), sampling on the
+  device (temperature, top-p, a repetition penalty from token counts kept up to date per token),
+  slot plans (allowed tokens, the sub-matrix of the output layer for them) built once, and host
+  syncs only every ``sync_every`` tokens inside a speech span. Inside a speech span only the unit
+  tokens and the stop can be sampled, so only their rows of the output layer are computed: the
+  distribution is the same as masking the full logits, for less work.
+* ``EagerDecoder``: the previous loop (transformers forward with a dynamic cache, sampling on the
+  host with ``sample_next``), used for other architectures and when asked (``semantic.decoder``).
+
+Both give the same greedy tokens, and draw from the same distribution when sampling (the random
+draws differ: the static decoder samples on the device by an exponential race).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.semantic.config import SamplingConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SlotPlan", "EagerDecoder", "StaticDecoder", "sample_next", "filtered_probs", "supports_static", "make_decoder"]
+
+
+# ------------------------------------------------------------------------------ sampling maths
+def penalize(logits: Tensor, present: Tensor, penalty: float) -> Tensor:
+    """Repetition penalty (CTRL style) on the tokens marked ``present``: positive logits divided,
+    negative ones multiplied by ``penalty``."""
+    if penalty == 1.0:
+        return logits
+    return torch.where(present, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def filtered_probs(logits: Tensor, s: SamplingConfig) -> Tensor:
+    """Probabilities after temperature and top-p (nucleus) filtering; logits [V] float32, after the
+    penalty and masks. Not for greedy decoding (temperature 0)."""
+    probs = torch.softmax(logits / s.temperature, dim=-1)
+    if s.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < s.top_p
+        keep[0] = True
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p * keep)
+    return probs / probs.sum()
+
+
+def sample_next(logits: Tensor, history: Tensor, s: SamplingConfig, generator: torch.Generator | None) -> int:
+    """One token from logits [V] (float32), with repetition penalty over ``history`` ids (host loop)."""
+    logits = logits.float().clone()
+    if s.repetition_penalty != 1.0 and history.numel():
+        present = torch.zeros(logits.shape[0], dtype=torch.bool)
+        present[history] = True
+        logits = penalize(logits, present, s.repetition_penalty)
+    if s.temperature <= 0:
+        return int(logits.argmax())
+    return int(torch.multinomial(filtered_probs(logits, s), 1, generator=generator))
+
+
+@dataclass
+class SlotPlan:
+    """What one slot may sample: stop token ids (id -> token string), the mask [V] of banned ids,
+    the id the model's own end-of-sequence becomes (or None), and for the static decoder the
+    allowed ids (ascending) with their rows of the output layer when that is worth it."""
+
+    stops: dict[int, str]
+    mask: Tensor
+    eos_to: int | None = None
+    allowed: Tensor | None = None  # [A] int64 on the device, ascending
+    head_weight: Tensor | None = None  # [A, D] rows of the output layer
+    head_bias: Tensor | None = None
+    stop_ids: Tensor | None = None  # [S] on the device
+
+
+# ------------------------------------------------------------------------------ eager (previous loop)
+class EagerDecoder:
+    """transformers forward with a dynamic KV cache; one host sync per token (any causal LM)."""
+
+    name = "eager"
+
+    def __init__(self, model: nn.Module, device: torch.device, sampling: SamplingConfig, eos_id: int | None):
+        self.model, self.device, self.sampling, self.eos_id = model, device, sampling, eos_id
+        self.gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+        self.cache = None
+        self.logits: Tensor | None = None
+        self.seq: list[int] = []
+
+    def plan(self, stops: dict[int, str], mask: Tensor, eos_to: int | None) -> SlotPlan:
+        return SlotPlan(stops, mask, eos_to)
+
+    def start(self, ids: list[int]) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        self.seq = []
+        self.feed(ids)
+
+    def feed(self, ids: list[int]) -> None:
+        self.seq.extend(ids)
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=self.cache, use_cache=True)
+        self.logits = out.logits[0, -1]
+
+    def sample(self, plan: SlotPlan, limit: int) -> Iterator[int]:
+        """Sample and feed up to ``limit`` tokens; stops after yielding a stop token."""
+        for _ in range(max(limit, 0)):
+            assert self.logits is not None
+            token = sample_next(self.logits.float().masked_fill(plan.mask, float("-inf")).cpu(), torch.tensor(self.seq), self.sampling, self.gen)
+            if plan.eos_to is not None and token == self.eos_id and token not in plan.stops:
+                token = plan.eos_to  # the model's own end-of-text closes the slot as its stop would
+            self.feed([token])
+            yield token
+            if token in plan.stops:
+                return
+
+
+# ------------------------------------------------------------------------------ static cache
+def supports_static(model: nn.Module) -> str | None:
+    """None when ``StaticDecoder`` can run ``model``; else why not (the eager loop is used)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) != "llama":
+        return f"architecture {getattr(cfg, 'model_type', type(model).__name__)!r} (the static decoder knows LLaMA)"
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, n) for n in needed) or model.get_output_embeddings() is None:
+        return "an unexpected LLaMA module layout"
+    return None
+
+
+class StaticDecoder(nn.Module):
+    """Preallocated KV cache + our own decode step over a LLaMA model's modules.
+
+    ``compile``: torch.compile the one-token step (``mode`` "reduce-overhead" = CUDA graphs on a
+    GPU). The cache then has a fixed size (``max_len``) and attention is masked to the filled part;
+    eagerly, attention reads only the filled part. ``sync_every``: inside a speech span, tokens are
+    sampled and fed this many at a time on the device before the host looks at them (a stop token
+    found inside a batch rewinds the cache: positions after it are simply overwritten later).
+    """
+
+    name = "static"
+
+    def __init__(self, model: nn.Module, max_len: int, compile: bool = False, mode: str = "default", sync_every: int = 1):
+        super().__init__()
+        why = supports_static(model)
+        if why:
+            raise ValueError(f"StaticDecoder cannot run this model: {why}")
+        self.lm = model
+        cfg = model.config
+        self.device = next(model.parameters()).device
+        self.dtype = model.model.embed_tokens.weight.dtype
+        self.layers = list(model.model.layers)
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.max_len = max_len
+        self.sync_every = max(int(sync_every), 1)
+        shape = (len(self.layers), 1, self.kv_heads, max_len, self.head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=self.dtype, device=self.device), persistent=False)
+        with torch.no_grad():
+            positions = torch.arange(max_len, device=self.device)[None]
+            cos, sin = model.model.rotary_emb(self.k_cache[0, :, 0, :1].to(self.dtype), positions)  # [1, L, dh]
+        self.register_buffer("cos", cos[0].to(self.dtype), persistent=False)
+        self.register_buffer("sin", sin[0].to(self.dtype), persistent=False)
+        self.compiled = compile
+        self._step = torch.compile(self._decode_one, mode=mode, fullgraph=True, dynamic=False) if compile else self._decode_one
+        self.pos = 0
+        self.hidden: Tensor | None = None  # final-norm hidden state of the last fed position [D]
+        self.counts: Tensor | None = None  # occurrences of each id in the sequence so far [V]
+        self._plans: dict[tuple, SlotPlan] = {}
+        self.sampling = SamplingConfig()
+        self.gen: torch.Generator | None = None
+        self.eos_id: int | None = None
+
+    # -------------------------------------------------------------- per call
+    def reset(self, sampling: SamplingConfig, eos_id: int | None, vocab: int) -> "StaticDecoder":
+        """Start a new reply with these sampling settings (the cache buffers are reused)."""
+        self.sampling, self.eos_id = sampling, eos_id
+        self.gen = torch.Generator(device=self.device).manual_seed(sampling.seed) if sampling.seed is not None else None
+        self.counts = torch.zeros(vocab, dtype=torch.int32, device=self.device)
+        self.pos = 0
+        return self
+
+    def plan(self, stops: dict[int, str], mask: Tensor, eos_to: int | None) -> SlotPlan:
+        """The slot's plan, built once per distinct slot (allowed ids and output-layer rows cached)."""
+        key = (tuple(sorted(stops)), eos_to, mask.shape[0], hash(mask.cpu().numpy().tobytes()))
+        if key not in self._plans:
+            mask = mask.to(self.device)
+            plan = SlotPlan(stops, mask, eos_to, stop_ids=torch.tensor(sorted(stops), device=self.device, dtype=torch.long))
+            head = self.lm.get_output_embeddings()
+            allowed = (~mask).nonzero().flatten()
+            # only the allowed rows of the output layer, where that saves work (a speech span in a real
+            # vocabulary) and nothing hooks the layer's output (hooks see the full logits, as before)
+            plain = type(head) is nn.Linear and not head._forward_hooks and not head._forward_pre_hooks
+            if plain and allowed.numel() * 4 < mask.shape[0] * 3 and head.weight.shape[0] == mask.shape[0]:
+                plan.allowed = allowed
+                plan.head_weight = head.weight.detach()[allowed].contiguous()
+                plan.head_bias = None if head.bias is None else head.bias.detach()[allowed].contiguous()
+            self._plans[key] = plan
+        return self._plans[key]
+
+    # -------------------------------------------------------------- the network
+    def _layers(self, x: Tensor, start: Tensor | int, n: int, cos: Tensor, sin: Tensor, attn_mask: Tensor | None, end: int) -> Tensor:
+        """x [1, n, D] at positions start..start+n-1 -> final-norm hidden [1, n, D]; writes the cache."""
+        b = 1
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            if isinstance(start, int):
+                self.k_cache[i, :, :, start : start + n] = k
+                self.v_cache[i, :, :, start : start + n] = v
+            else:  # a position tensor (compiled one-token step)
+                self.k_cache[i].index_copy_(2, start, k)
+                self.v_cache[i].index_copy_(2, start, v)
+            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=attn.scaling,
+                                                 enable_gqa=self.kv_heads != self.heads)
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm.model.norm(x)
+
+    def _decode_one(self, token: Tensor, pos: Tensor) -> Tensor:
+        """One token [1] at position ``pos`` [1] over the full-size cache (static shapes) -> hidden [D]."""
+        x = self.lm.model.embed_tokens(token.view(1, 1))
+        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # [1, 1, 1, dh]
+        attn_mask = (torch.arange(self.max_len, device=token.device) <= pos)[None, None, None, :]
+        return self._layers(x, pos, 1, cos, sin, attn_mask, self.max_len)[0, -1]
+
+    def _forward(self, ids: Tensor) -> Tensor:
+        """Feed ids [n] at the current position (eager; attention over the filled part) -> hidden [D]."""
+        n = ids.shape[0]
+        start, end = self.pos, self.pos + n
+        if end > self.max_len:
+            raise ValueError(f"the reply needs {end} positions but the decoder's cache holds {self.max_len}")
+        x = self.lm.model.embed_tokens(ids.view(1, n))
+        cos, sin = self.cos[start:end][None, None], self.sin[start:end][None, None]
+        attn_mask = None
+        if n > 1:  # causal within the new tokens; all earlier positions visible
+            attn_mask = torch.ones(n, end, dtype=torch.bool, device=ids.device).tril(start)[None, None]
+        hidden = self._layers(x, start, n, cos, sin, attn_mask, end)[0, -1]
+        self.pos = end
+        return hidden
+
+    # -------------------------------------------------------------- decoder interface
+    @torch.inference_mode()
+    def start(self, ids: list[int]) -> None:
+        """Prefill the prompt."""
+        assert self.counts is not None, "call reset() first"
+        self.pos = 0
+        self.feed(ids)
+
+    @torch.inference_mode()
+    def feed(self, ids: list[int]) -> None:
+        t = torch.tensor(ids, device=self.device, dtype=torch.long)
+        self.counts.index_add_(0, t, torch.ones_like(t, dtype=torch.int32))
+        self.hidden = self._forward(t)
+
+    def _step_token(self, token: Tensor) -> None:
+        """Feed one sampled token (a device tensor [1]) without a host sync."""
+        self.counts.index_add_(0, token, torch.ones(1, dtype=torch.int32, device=self.device))
+        if self.compiled:
+            if self.pos >= self.max_len:
+                raise ValueError(f"the reply needs more than the decoder's {self.max_len} cache positions")
+            pos = torch.full((1,), self.pos, dtype=torch.long, device=self.device)
+            try:
+                self.hidden = self._step(token, pos).clone()  # clone: a CUDA graph reuses its output buffer
+                self.pos += 1
+                return
+            except Exception as exc:  # a compiler that cannot handle this model or setup: keep going eagerly
+                log.warning("semantic decoder: torch.compile failed (%s: %s); using the eager step", type(exc).__name__, str(exc)[:200])
+                self.compiled = False
+                self._step = self._decode_one
+        self.hidden = self._forward(token)
+
+    def _draw(self, plan: SlotPlan) -> Tensor:
+        """The next token id [1] on the device, from the current hidden state."""
+        s = self.sampling
+        h = self.hidden
+        if plan.head_weight is not None:
+            logits = F.linear(h, plan.head_weight, plan.head_bias).float()
+            present = self.counts[plan.allowed] > 0
+        else:
+            logits = self.lm.get_output_embeddings()(h).float().masked_fill(plan.mask, float("-inf"))
+            present = self.counts > 0
+        logits = penalize(logits, present, s.repetition_penalty)
+        if s.temperature <= 0:
+            index = logits.argmax().view(1)
+        else:  # exponential race: argmax p_i / E_i with E_i ~ Exp(1) picks i with probability p_i
+            probs = filtered_probs(logits, s)
+            race = torch.empty_like(probs).exponential_(1.0, generator=self.gen)
+            index = (probs / race).argmax().view(1)
+        token = plan.allowed[index] if plan.allowed is not None else index
+        if plan.eos_to is not None and self.eos_id is not None and self.eos_id not in plan.stops:
+            token = torch.where(token == self.eos_id, torch.full_like(token, plan.eos_to), token)
+        return token
+
+    @torch.inference_mode()
+    def sample(self, plan: SlotPlan, limit: int) -> Iterator[int]:
+        """Sample and feed up to ``limit`` tokens; stops after yielding a stop token. Tokens are
+        taken to the host every ``sync_every`` tokens (1 = every token)."""
+        done = 0
+        while done < limit:
+            batch = min(self.sync_every, limit - done)
+            tokens, hiddens = [], []
+            start_pos, start_counts = self.pos, None
+            if batch > 1:
+                start_counts = self.counts.clone()
+            for _ in range(batch):
+                token = self._draw(plan)
+                self._step_token(token)
+                tokens.append(token)
+                hiddens.append(self.hidden)
+            ids = torch.cat(tokens).tolist()  # the one host sync of the batch
+            for j, token_id in enumerate(ids):
+                yield token_id
+                done += 1
+                if token_id in plan.stops:
+                    if j < batch - 1:  # rewind past the tokens drawn after the stop
+                        self.pos = start_pos + j + 1
+                        self.hidden = hiddens[j]
+                        self.counts = start_counts
+                        self.counts.index_add_(0, torch.tensor(ids[: j + 1], device=self.device),
+                                               torch.ones(j + 1, dtype=torch.int32, device=self.device))
+                    return
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, sync_every: int) -> StaticDecoder | None:
+    """A ``StaticDecoder`` for ``model`` when ``kind`` (auto | static | eager) allows it, else None
+    (the caller then uses ``EagerDecoder``). ``compile_mode``: off | auto (CUDA only) | on."""
+    if kind not in ("auto", "static", "eager"):
+        raise ValueError(f"unknown semantic.decoder {kind!r}; use auto, static or eager")
+    if compile_mode not in ("off", "auto", "on"):
+        raise ValueError(f"unknown semantic.compile {compile_mode!r}; use off, auto or on")
+    if kind == "eager":
+        return None
+    why = supports_static(model)
+    if why:
+        if kind == "static":
+            raise ValueError(f"semantic.decoder static cannot run this model: {why}; set semantic.decoder: auto or eager")
+        log.info("semantic model: eager decode loop (%s)", why)
+        return None
+    device = next(model.parameters()).device
+    quantized = any("4bit" in type(m).__name__ for m in model.modules())
+    compile_on = compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda" and not quantized)
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    sync = sync_every if device.type == "cuda" else 1  # on a CPU every op is synchronous anyway
+    return StaticDecoder(model, max_len, compile=compile_on, mode=mode, sync_every=sync)

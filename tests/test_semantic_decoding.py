@@ -1,0 +1,168 @@
+"""The static-KV-cache decoder gives the eager loop's greedy tokens and draws from its distribution."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.semantic.config import SamplingConfig, SemanticConfig
+from engine.semantic.decoding import EagerDecoder, StaticDecoder, filtered_probs, penalize
+from engine.semantic.history import Conversation
+from engine.semantic.model import SemanticModel
+from tests.semantic_helpers import save_ours, tiny_llama
+
+GREEDY = SamplingConfig(temperature=0, repetition_penalty=1.05, max_new_tokens=60, seed=0)
+
+
+def _both(family: str, **cfg) -> tuple[SemanticModel, SemanticModel]:
+    config = SemanticConfig(random_init=True, family=family, max_text_tokens=12, unit_chunk=7, **cfg)
+    return SemanticModel.tiny(replace(config, decoder="eager")), SemanticModel.tiny(replace(config, decoder="static"))
+
+
+@pytest.mark.parametrize("family", ["anygpt", "speechgpt_gen"])
+def test_static_decoder_gives_the_eager_greedy_tokens(family):
+    eager, static = _both(family)
+    assert eager.speak("Good morning to you", GREEDY) == static.speak("Good morning to you", GREEDY)
+    assert list(eager.stream_speak("Hi", GREEDY)) == list(static.stream_speak("Hi", GREEDY))
+    for user in ("hello there", [5, 6, 7, 8]):
+        a, b = eager.respond(Conversation(), user, GREEDY), static.respond(Conversation(), user, GREEDY)
+        assert (a.transcript, a.text, a.units, a.warnings) == (b.transcript, b.text, b.units, b.warnings)
+    assert isinstance(static._static, StaticDecoder) and static._static.compiled is False
+
+
+def _decoders(vocab: int = 4000, sync_every: int = 1):
+    model = tiny_llama(vocab, seed=3).eval()
+    return model, EagerDecoder(model, torch.device("cpu"), GREEDY, eos_id=2), StaticDecoder(model, max_len=256, sync_every=sync_every)
+
+
+def _plan(dec, vocab: int, allowed: list[int], stops: list[int]):
+    mask = torch.ones(vocab, dtype=torch.bool)
+    mask[allowed + stops] = False
+    return dec.plan({s: f"<stop{s}>" for s in stops}, mask, None)
+
+
+@pytest.mark.parametrize("sync_every", [1, 5])
+def test_static_decoder_sub_vocabulary_and_batched_syncs_match_eager(sync_every):
+    """A speech-like slot (a few hundred allowed ids of 4000: only their output rows are computed),
+    a stop found in the middle of a batch of device-side tokens (the cache rewinds), fixed text fed
+    after it and a second slot: the same tokens as the eager loop."""
+    vocab = 4000
+    model, eager, static = _decoders(vocab, sync_every)
+    static.reset(GREEDY, eos_id=2, vocab=vocab)
+    prompt = [1, 17, 99, 3000, 45, 7]
+    allowed = list(range(500, 800))
+    eager.start(prompt)
+    free = list(eager.sample(_plan(eager, vocab, allowed, []), 12))  # where the greedy path goes
+    stop = free[6]  # a token the greedy path reaches at step 7: a stop in the middle of a batch
+    allowed = [a for a in allowed if a != stop]
+    runs = []
+    for dec in (EagerDecoder(model, torch.device("cpu"), GREEDY, eos_id=2), static):
+        dec.start(prompt)
+        plan = _plan(dec, vocab, allowed, [stop])
+        first = list(dec.sample(plan, 40))
+        dec.feed([11, 12])
+        second = list(dec.sample(_plan(dec, vocab, list(range(100, 400)), [3999]), 15))
+        runs.append((first, second))
+    assert plan.head_weight is not None and plan.head_weight.shape[0] == len(allowed) + 1
+    assert runs[0] == runs[1]
+    assert runs[0][0][-1] == stop and len(runs[0][0]) < 40
+
+
+def test_static_decoder_logits_match_the_model():
+    """Prefill then one-token steps through the static cache give the transformers model's logits."""
+    vocab = 500
+    model, _, static = _decoders(vocab)
+    static.reset(GREEDY, eos_id=2, vocab=vocab)
+    ids = [1, 5, 9, 200, 33, 48, 7, 7, 300]
+    with torch.inference_mode():
+        want = model(input_ids=torch.tensor([ids])).logits[0]
+        static.start(ids[:4])
+        got = [model.lm_head(static.hidden)]
+        for token in ids[4:]:
+            static.feed([token])
+            got.append(model.lm_head(static.hidden))
+    torch.testing.assert_close(torch.stack(got), want[3:], atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_distribution_is_the_eager_one():
+    """Temperature, top-p and the repetition penalty shape the static decoder's draws exactly as the
+    eager loop's: the frequencies of both match the filtered probabilities."""
+    vocab = 4000
+    s = SamplingConfig(temperature=0.05, top_p=0.8, repetition_penalty=3.0, seed=5)
+    model, _, static = _decoders(vocab)
+    static.reset(s, eos_id=2, vocab=vocab)
+    allowed = list(range(600, 606))
+    prompt = [1, 601, 604, 9]  # two of the allowed ids are in the history: penalised
+    eager = EagerDecoder(model, torch.device("cpu"), s, eos_id=2)
+    eager.start(prompt)
+    static.start(prompt)
+    plan = _plan(static, vocab, allowed, [])
+    with torch.inference_mode():
+        logits = eager.logits.float().masked_fill(plan.mask, float("-inf"))
+        present = torch.zeros(vocab, dtype=torch.bool)
+        present[prompt] = True
+        want = filtered_probs(penalize(logits, present, s.repetition_penalty), s)[allowed]
+        assert (want > 0).sum() < len(allowed)  # top-p removed some
+        n = 4000
+        got = torch.stack([static._draw(plan) for _ in range(n)]).flatten()
+    freq = torch.tensor([(got == a).float().mean().item() for a in allowed])
+    sigma = (want * (1 - want) / n).sqrt()
+    assert torch.all((freq - want).abs() <= 4 * sigma + 1e-9), (freq, want)
+    assert torch.all(freq[want == 0] == 0)
+    from engine.semantic.decoding import sample_next
+
+    gen = torch.Generator().manual_seed(1)
+    history = torch.tensor(prompt)
+    eager_draws = torch.tensor([sample_next(logits, history, s, gen) for _ in range(n)])
+    eager_freq = torch.tensor([(eager_draws == a).float().mean().item() for a in allowed])
+    assert torch.all((eager_freq - want).abs() <= 4 * sigma + 1e-9), (eager_freq, want)
+
+
+def test_four_bit_model_runs_the_static_decoder(tmp_path):
+    """A 4-bit NF4 model (bitsandbytes on CPU) decodes with the static cache (its quantized layers are
+    called as modules) to the same greedy tokens as the eager loop."""
+    pytest.importorskip("bitsandbytes")
+    folder = save_ours(tmp_path / "llm", "speechgpt_gen")
+    cfg = SemanticConfig(path=str(folder), family="speechgpt_gen", quant="4bit", max_text_tokens=10)
+    eager = SemanticModel.from_pretrained(str(folder), replace(cfg, decoder="eager"))
+    static = SemanticModel.from_pretrained(str(folder), replace(cfg, decoder="static"))
+    assert any("4bit" in type(m).__name__ for m in static.model.modules())
+    sampling = replace(GREEDY, max_new_tokens=30)
+    assert eager.speak("hello world", sampling) == static.speak("hello world", sampling)
+    assert isinstance(static._static, StaticDecoder) and not static._static.compiled
+
+
+def test_unknown_decoder_settings_are_refused():
+    model = SemanticModel.tiny(SemanticConfig(random_init=True, decoder="fast"))
+    with pytest.raises(ValueError, match="semantic.decoder"):
+        model.speak("hi", GREEDY)
+
+
+def test_overlapping_replies_do_not_share_the_static_cache():
+    """A reply started while another is still streaming decodes on its own (eagerly): both come out
+    as they do alone."""
+    _, model = _both("speechgpt_gen")
+    alone_a = model.speak("first text", GREEDY)
+    alone_b = model.speak("another one", GREEDY)
+    stream_a = model.stream_speak("first text", GREEDY)
+    head = next(stream_a)
+    during = model.speak("another one", GREEDY)
+    rest = [u for chunk in stream_a for u in chunk]
+    assert head + rest == alone_a and during == alone_b
+    assert model.speak("another one", GREEDY) == alone_b and not model._static_lock.locked()
+
+
+def test_other_architectures_use_the_eager_loop():
+    """A causal LM the static decoder does not know is decoded eagerly with decoder auto, refused with static."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from engine.semantic.decoding import make_decoder, supports_static
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=1, n_head=2)).eval()
+    assert "gpt2" in supports_static(model)
+    assert make_decoder("auto", model, 64, "off", 1) is None
+    with pytest.raises(ValueError, match="semantic.decoder static cannot run"):
+        make_decoder("static", model, 64, "off", 1)
+    assert isinstance(make_decoder("auto", tiny_llama(50), 64, "off", 1), StaticDecoder)
