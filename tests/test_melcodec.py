@@ -208,3 +208,14 @@ def test_shipped_demo_codec_loads_and_speaks():
     enc = codec.encode(wav)
     out = codec.decode(enc.complete_emb)
     assert out.shape == (50 * 320,) and torch.isfinite(out).all() and out.abs().max() > 1e-3
+
+
+def test_vocoder_precision_choice():
+    from engine.melcodec.model import vocoder_dtype
+
+    assert vocoder_dtype("float32", torch.device("cpu")) == torch.float32
+    assert vocoder_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert vocoder_dtype("auto", torch.device("cuda")) == torch.float32
+    assert vocoder_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="vocoder_dtype"):
+        vocoder_dtype("fp8", torch.device("cpu"))

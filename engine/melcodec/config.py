@@ -30,6 +30,9 @@ class MelCodecConfig:
     semantic_dim: int = 384  # teacher width (Whisper tiny.en)
     # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz)
     vocoder: str = "hifigan-universal"
+    # auto: bfloat16 on CPUs with native bf16 (AVX512-BF16 / AMX: 2-4x faster here, same transcripts and
+    # speaker similarity within 0.002 on held-out voices), float32 elsewhere
+    vocoder_dtype: str = "auto"
     vocoder_sample_rate: int = 22050
     vocoder_hop: int = 256
     vocoder_n_fft: int = 1024

@@ -83,6 +83,23 @@ class MelDecoder(nn.Module):
         return mel * 2.5 - 5.0
 
 
+def vocoder_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The vocoder's precision: ``auto`` = bfloat16 on a CPU with native bf16 arithmetic, else float32."""
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if name != "auto":
+        raise ValueError(f"unknown vocoder_dtype {name!r}; use auto, float32 or bfloat16")
+    if device.type != "cpu":
+        return torch.float32
+    try:
+        native = bool(torch.cpu._is_avx512_bf16_supported()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    except Exception:  # noqa: BLE001 - private probe; without it, stay exact
+        native = False
+    return torch.bfloat16 if native else torch.float32
+
+
 class WaveDecoder(nn.Module):
     """Latent [B, D, T] -> waveform [B, 1, T * 320] at 16 kHz: mel decoder, HiFi-GAN, resampling.
 
@@ -108,9 +125,11 @@ class WaveDecoder(nn.Module):
         import soxr
 
         voc = self.vocoder
-        if next(voc.parameters()).device != mel.device:
-            voc.to(mel.device)
-        wav22 = voc(mel.float())[:, 0].cpu().numpy().astype(np.float64)  # [B, M * 256]
+        dtype = vocoder_dtype(self.cfg.vocoder_dtype, mel.device)
+        param = next(voc.parameters())
+        if param.device != mel.device or param.dtype != dtype:
+            voc.to(mel.device, dtype)
+        wav22 = voc(mel.to(dtype))[:, 0].float().cpu().numpy().astype(np.float64)  # [B, M * 256]
         n = frames * self.cfg.hop_length
         out = np.zeros((wav22.shape[0], n), dtype=np.float32)
         for i, row in enumerate(wav22):

@@ -30,7 +30,13 @@ def hifigan_folder() -> Path:
 
 
 class _Config(dict):
-    __getattr__ = dict.__getitem__
+    """HiFi-GAN's generator reads its settings as attributes."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 @lru_cache(maxsize=2)
