@@ -8,8 +8,9 @@
   ``max_request_bytes``.
 * **Login.** With auth on, a client without a valid session cookie reaches only ``/`` (a bare sign-in
   form that names nothing about the app) and ``POST /login``; every other route - config, API info,
-  heartbeat, reset, cancel, files, uploads - answers 401 without running. The session is Gradio's
-  own (``app.tokens``), so the gate never keeps credentials.
+  heartbeat, reset, cancel, files, uploads - answers 401 without running (the one exception is
+  Gradio's start-up call to ``startup-events`` before the app has started; it answers ``true``).
+  The session is Gradio's own (``app.tokens``), so the gate never keeps credentials.
 * **Throttle.** After ``free_attempts`` failed logins from one client address, each further try
   must wait 1 s, 2 s, 4 s, ... (at most ``max_delay_s``); one that comes early is answered 429 with
   ``Retry-After`` - even with the right password. A success clears the count.
@@ -190,6 +191,8 @@ class SecurityGate:
             method = scope.get("method", "GET")
             if path in ("/login", "/login/") and method == "POST":
                 await self._login(scope, self._counting(receive, limit), send)
+            elif path.rstrip("/").endswith("/startup-events") and not getattr(scope.get("app"), "startup_events_triggered", True):
+                await self.app(scope, receive, send)  # Gradio's own start-up call, once; it answers only `true`
             elif path in ("", "/") and method in ("GET", "HEAD"):
                 await _respond(send, 200, LOGIN_PAGE.encode(), "text/html; charset=utf-8", [(b"cache-control", b"no-store")])
             else:

@@ -8,7 +8,9 @@ import ipaddress
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ def serve(engine, host: str, port: int, share: bool = False, auth=None, concurre
     concurrency = max(1, int(concurrency))
     demo = build_demo(engine, concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency)
+    if not prevent_thread_lock and threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the server like Ctrl+C, so exit handlers remove the temporary files
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
                 ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile, show_error=True, quiet=prevent_thread_lock,
                 max_file_size=settings.max_upload_bytes, app_kwargs=app_kwargs(settings))

@@ -238,27 +238,38 @@ class VoiceLibrary:
         self.bundled_dir = Path(bundled_dir).expanduser() if bundled_dir else None
         self.prompt_seconds = float(prompt_seconds)
         self._lock = threading.RLock()
+        self._depth = 0  # how deep the owning thread is inside _locked
         self._recovered = False
 
     # ------------------------------------------------------------------ locking, housekeeping
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Thread lock + (POSIX) an exclusive file lock on <root>/.lock for mutations."""
+        """Thread lock + (POSIX) an exclusive file lock on <root>/.lock for mutations; re-entrant
+        within a thread (the file lock is taken once). Runs the crash recovery first."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self.root.mkdir(parents=True, exist_ok=True)
             try:
                 import fcntl
             except ImportError:  # Windows: the thread lock only
-                self._recover()
-                yield
-                return
+                fcntl = None
             with open(self.root / ".lock", "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                self._depth = 1
                 try:
                     self._recover()
                     yield
                 finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    self._depth = 0
+                    if fcntl is not None:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _recover(self) -> None:
         """Finish what a crashed process left (call with the lock held): restore an overwritten
@@ -317,6 +328,9 @@ class VoiceLibrary:
 
     def _find(self, name: str) -> tuple[Path, bool]:
         found = self._lookup(name)
+        if found is None:  # maybe mid-overwrite in another thread or process: look again under the lock
+            with self._locked():
+                found = self._lookup(name)
         if found is None:
             available = ", ".join(self.names()) or "none yet"
             raise VoiceError(f"no voice named {name.strip()!r} (available: {available}); add it first or pick another")
