@@ -244,8 +244,7 @@ class UI:
         history = list(history or [])
         if conversation is None:
             conversation = self.engine.new_conversation()
-        spoken = not isinstance(user, str)  # a str is always a typed message (the engine never opens it)
-        user = self.audio_in(user) if spoken else user
+        spoken = not isinstance(user, str)  # a str is always a typed message; audio arrives as AudioInput
         voice_arg = self.pick_voice(voice, clip)
         try:  # text, length and settings are checked here, before the turn starts
             events = self.engine.chat(user, voice_arg, conversation, options=self.options(*knobs))
@@ -290,7 +289,7 @@ class UI:
                   temperature=None, top_p=None, seed=-1):
         if audio is None:
             raise gr.Error("Record or upload a question first.")
-        yield from self.chat_turn(audio, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
+        yield from self.chat_turn(self.audio_in(audio), voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     def new_segmenter(self) -> VadSegmenter:
         return VadSegmenter.from_config(self.cfg.server)
@@ -327,7 +326,7 @@ class UI:
         if heard is None:
             yield (gr.skip(),) * 6
             return
-        yield from self.chat_turn(heard, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
+        yield from self.chat_turn(self.audio_in(heard), voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     # ------------------------------------------------------------------ voices tab
     def add_voice(self, name, clip, description, *current):
