@@ -221,6 +221,7 @@ def test_uploads_in_every_format_go_through_the_engine_loader(web, clips):
     other = Client(url, auth=(USER, PASSWORD), verbose=False)
     audio, _, _ = other.predict("Hi.", "fresh-flac", None, steps=2, seed=0, api_name="/tts")
     assert sf.info(audio).frames > 0
+    assert len(list(tmp.glob("speechgpt-gen-web-*/**/tts-*.wav"))) == 1  # one copy: written in Gradio's cache, not copied there
     library, *_ = other.predict("fresh-mp3", "flite-slt", "flite-slt", "flite-slt", api_name="/delete_voice")
     assert "fresh-mp3" not in [c[0] for c in library["choices"]]
 
