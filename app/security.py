@@ -194,7 +194,8 @@ class SecurityGate:
             elif path.rstrip("/").endswith("/startup-events") and not getattr(scope.get("app"), "startup_events_triggered", True):
                 await self.app(scope, receive, send)  # Gradio's own start-up call, once; it answers only `true`
             elif path in ("", "/") and method in ("GET", "HEAD"):
-                await _respond(send, 200, LOGIN_PAGE.encode(), "text/html; charset=utf-8", [(b"cache-control", b"no-store")])
+                page = b"" if method == "HEAD" else LOGIN_PAGE.encode()
+                await _respond(send, 200, page, "text/html; charset=utf-8", [(b"cache-control", b"no-store")])
             else:
                 await _json(send, 401, "Not authenticated")
             return
