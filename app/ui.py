@@ -41,14 +41,14 @@ OUT_PREFIX = "speechgpt-gen-ui-"  # <prefix><pid>-<hex>: the output folder of on
 
 
 def readable(exc: BaseException) -> gr.Error:
-    """The message a user sees for an exception: engine errors verbatim, anything else summarised
-    (the traceback goes to the server log, never to the page)."""
+    """The message a user sees for an exception: engine errors verbatim, anything else by its type
+    only (its text may hold server paths; it and the traceback go to the server log, never to the page)."""
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, EngineError):
         return gr.Error(str(exc))
     log.error("unexpected error in a UI handler", exc_info=exc)
-    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the server log; the app is still running.")
+    return gr.Error(f"Something went wrong ({type(exc).__name__}). Details are in the server log; the app is still running.")
 
 
 def remove_stale_outputs(base: Path) -> None:

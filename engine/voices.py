@@ -294,7 +294,9 @@ class VoiceLibrary:
 
     def _ensure_recovered(self) -> None:
         """Recover once per library object, before the first lookup (the library is "opened")."""
-        if not self._recovered and self.root.is_dir() and any(self.root.glob(".[ot][lmr]*-*")):
+        if not self._recovered and self.root.is_dir() and any(
+            p.name.startswith((OLD_PREFIX, ".tmp-", ".trash-")) for p in self.root.iterdir()
+        ):
             with self._locked():
                 pass  # _locked runs the recovery
         self._recovered = True

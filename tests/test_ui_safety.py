@@ -139,3 +139,10 @@ def test_the_gate_refuses_an_oversized_body_before_reading_it():
     scope = {"type": "http", "path": "/gradio_api/queue/join", "method": "POST", "headers": [(b"content-length", b"8000000")]}
     asyncio.run(gate(scope, receive, send))
     assert reached == [] and sent[0]["status"] == 413 and b"max_request_mb" in sent[1]["body"]
+
+
+def test_unexpected_errors_show_no_server_detail():
+    from app.ui import readable
+
+    err = readable(FileNotFoundError(2, "No such file or directory", "/srv/secret/upload.wav"))
+    assert "FileNotFoundError" in err.message and "/srv" not in err.message
