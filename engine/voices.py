@@ -379,7 +379,12 @@ class VoiceLibrary:
 
     def get(self, name: str) -> Voice:
         """The voice called ``name`` (case-insensitive); VoiceError if there is none."""
-        return self._voice(*self._find(name))
+        folder, bundled = self._find(name)
+        if not (folder / META).is_file() and not bundled:  # mid-swap: read it with no change in progress
+            with self._locked():
+                folder, bundled = self._find(name)
+                return self._voice(folder, bundled)
+        return self._voice(folder, bundled)
 
     def exists(self, name: str) -> bool:
         try:
@@ -496,14 +501,16 @@ class VoiceLibrary:
         folder, bundled = self._find(name)
         try:
             return folder, bundled, load_audio(folder / WAV, allow_silence=True)
-        except AudioError:
-            if (folder / WAV).is_file():
-                raise VoiceError(f"the audio of voice {folder.name!r} is damaged; delete the voice and add it again") from None
+        except (AudioError, OSError):
+            pass  # perhaps swapped while we read it: once more, with no change in progress
         with self._locked():
             folder, bundled = self._find(name)
             if not (folder / WAV).is_file():
                 raise VoiceError(f"the audio of voice {folder.name!r} is missing; delete the voice and add it again")
-            return folder, bundled, load_audio(folder / WAV, allow_silence=True)
+            try:
+                return folder, bundled, load_audio(folder / WAV, allow_silence=True)
+            except (AudioError, OSError):
+                raise VoiceError(f"the audio of voice {folder.name!r} is damaged; delete the voice and add it again") from None
 
     def preview(self, name: str) -> tuple[int, np.ndarray]:
         """(sample_rate, float32 samples) of the voice's stored clip, for playback."""

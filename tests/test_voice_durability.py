@@ -109,7 +109,7 @@ def test_concurrent_overwrites_always_report_the_voice(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    assert errors == [], [str(e) for e in errors]
 
 
 def test_a_missing_voice_file_is_reported_by_name_not_by_path(tmp_path):
