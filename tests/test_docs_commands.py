@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROGRAMS = {"python", "python3", "bash", "curl", "accelerate", "tensorboard", "hf", "pip"}
+PROGRAMS = {"python", "python3", "bash", "curl", "accelerate", "tensorboard", "hf", "pip", "sudo", "apt-get"}
 
 
 ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")  # `NAME=value program ...`: an environment variable for one command
@@ -170,6 +170,9 @@ def check(cmd: str, monkeypatch) -> None:
         text = script.read_text()
         for flag in (a for a in args[1:] if a.startswith("--")):
             assert re.search(rf"^\s*{re.escape(flag)}\)", text, re.M), f"{args[0]} has no {flag} option"
+    elif program in ("sudo", "apt-get"):  # system packages: only `[sudo] apt-get install PACKAGE ...`
+        words = args[1:] if program == "sudo" else args
+        assert (program != "sudo" or args[:1] == ["apt-get"]) and words[:1] == ["install"] and len(words) > 1, cmd
     elif program == "curl":
         from app.openai_api import SpeechApi, build_router
 
