@@ -3,7 +3,7 @@
     POST /v1/audio/speech          text -> speech (JSON: model, input, voice, response_format, speed,
                                    stream_format; ours: seed)
     GET  /v1/audio/voices          the voice library (also at /v1/voices)
-    POST /v1/audio/transcriptions  speech -> text through the semantic model's ASR (multipart: file, model)
+    POST /v1/audio/transcriptions  speech -> text through the semantic model that serves ASR (multipart: file, model)
     POST /v1/audio/conversions     voice conversion (ours; multipart: file, voice, response_format)
     GET  /v1/models                the model names accepted
 
@@ -256,7 +256,8 @@ class SpeechApi:
         gate = getattr(self.engine, "gate", None)
         with gate if gate is not None else contextlib.nullcontext():
             units = self.engine.codec.encode(wav).semantic_tokens.tolist()
-            text = self.engine.semantic.transcribe(units, self.engine.config.semantic.sampling)
+            # the model that serves ASR (semantic.asr_path), with the text-output settings (semantic.text_sampling)
+            text = self.engine.semantic_for("asr").transcribe(units)
         if response_format == "text":
             return "text", text
         if response_format == "verbose_json":
