@@ -57,7 +57,7 @@ class ApiSettings:
     """Who may call the API and how much it accepts."""
 
     tokens: list[str] = field(default_factory=list)  # accepted Bearer tokens; empty = open
-    max_upload_bytes: int = 25 * 2**20  # OpenAI's 25 MB
+    max_upload_bytes: int = 25 * 2**20  # OpenAI's 25 MB; the server sets server.max_upload_mb (the web UI's limit)
 
 
 class ApiError(Exception):
