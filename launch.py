@@ -2,7 +2,7 @@
 
     python launch.py                          # http://127.0.0.1:7860
     python launch.py --share                  # plus a public https link
-    python launch.py --auth user:password     # or --auth-file FILE (one user:password per line)
+    SPEECHGPT_AUTH=user:password python launch.py   # require a login (or --auth-file FILE; --auth shows in `ps`)
     python launch.py --desktop --voice flite-slt   # local microphone and speakers
     python launch.py --profile tiny           # small random models: no downloads (tests, UI work)
     python launch.py --api-key KEY            # the OpenAI-compatible API under /v1 needs 'Bearer KEY'
@@ -24,10 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="address to listen on (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default from config: 7860)")
     p.add_argument("--share", action="store_true", help="also create a public https share link")
-    p.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require a login")
-    p.add_argument("--auth-file", default=None, help="file with one user:password per line")
+    p.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                   help="require a login (visible to other users in `ps`: prefer --auth-file or $SPEECHGPT_AUTH)")
+    p.add_argument("--auth-file", default=None, help="file with one user:password per line (or set $SPEECHGPT_AUTH)")
     p.add_argument("--api-key", default=os.environ.get("SPEECHGPT_API_KEY"), metavar="KEY",
-                   help="require 'Authorization: Bearer KEY' on the OpenAI-compatible API under /v1 (or set SPEECHGPT_API_KEY)")
+                   help="require 'Authorization: Bearer KEY' on the OpenAI-compatible API under /v1 "
+                        "(visible in `ps`: prefer $SPEECHGPT_API_KEY)")
     p.add_argument("--no-api", action="store_true", help="do not serve the OpenAI-compatible API under /v1")
     p.add_argument("--concurrency", type=int, default=None, help="requests running on the models at once (default from config)")
     p.add_argument("--ssl-keyfile", default=None)
@@ -61,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.desktop:
             from app.desktop import run_desktop
 
-            return run_desktop(engine, voice=args.voice, input_device=args.input_device, output_device=args.output_device)
-        from app.server import parse_auth, serve
+            from engine.cli._tasks import voice_arg
 
-        auth = parse_auth(args.auth or cfg.server.auth, args.auth_file)
+            return run_desktop(engine, voice=voice_arg(args.voice) if args.voice else None, input_device=args.input_device, output_device=args.output_device)
+        from app.server import AUTH_ENV, parse_auth, serve
+
+        auth = parse_auth(args.auth or cfg.server.auth, args.auth_file, os.environ.get(AUTH_ENV))
         if args.preload:
             engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True))
         serve(engine, host=args.host or cfg.server.host, port=args.port or cfg.server.port, share=args.share or cfg.server.share,

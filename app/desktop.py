@@ -7,6 +7,7 @@ the reply text as they stream, and plays the reply. The audio streams are inject
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 from typing import Callable, Iterable, Iterator
@@ -94,7 +95,7 @@ def speaker(output_device: str | None = None) -> Callable[[np.ndarray, int], Non
 
 def run_desktop(
     engine,
-    voice: str | None = None,
+    voice: str | os.PathLike | None = None,  # a library name, or an audio file (a Path, from the command line)
     input_device: str | None = None,
     output_device: str | None = None,
     input_factory: Callable[[], Iterable[np.ndarray]] | None = None,

@@ -35,6 +35,11 @@ class GatedEngine:
             return self.engine.load(*args, **kwargs)
 
     def chat(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        """``Engine.chat``; the slot is held until the turn's last event (or the caller stops early)."""
+        """``Engine.chat``: its inputs are checked now, as the engine's own call does (a bad message
+        or voice raises here, without taking a slot); the slot is taken at the first event and held
+        until the turn's last one (or the caller stops early)."""
+        return self._gated(self.engine.chat(*args, **kwargs))
+
+    def _gated(self, events: Iterator[Any]) -> Iterator[Any]:
         with self.gate:
-            yield from self.engine.chat(*args, **kwargs)
+            yield from events

@@ -3,7 +3,7 @@
     POST /v1/audio/speech          text -> speech (JSON: model, input, voice, response_format, speed,
                                    stream_format; ours: seed)
     GET  /v1/audio/voices          the voice library (also at /v1/voices)
-    POST /v1/audio/transcriptions  speech -> text through the semantic model's ASR (multipart: file, model)
+    POST /v1/audio/transcriptions  speech -> text through the semantic model that serves ASR (multipart: file, model)
     POST /v1/audio/conversions     voice conversion (ours; multipart: file, voice, response_format)
     GET  /v1/models                the model names accepted
 
@@ -12,7 +12,9 @@ Model names: OpenAI's (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``; ``whisper-1
 chain; ``speechgpt-gen-flow`` / ``speechgpt-gen-soundstorm`` choose the perceptual model.
 Errors use OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}``; a key set with
 ``--api-key`` (or ``--auth`` users as ``user:password``) is checked as ``Authorization: Bearer ...``.
-Uploaded audio is decoded from the request bytes with soundfile, never through a file path.
+Uploaded audio is decoded from the request bytes by the engine's loader (soundfile; length checked
+from the header first), never through a file path, and reaches the engine as a ``(rate, samples)``
+``AudioInput``. Request sizes are limited by ``app.security.SecurityGate`` before the body is read.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ApiSettings:
     """Who may call the API and how much it accepts."""
 
     tokens: list[str] = field(default_factory=list)  # accepted Bearer tokens; empty = open
-    max_upload_bytes: int = 25 * 2**20  # OpenAI's 25 MB
+    max_upload_bytes: int = 25 * 2**20  # OpenAI's 25 MB; the server sets server.max_upload_mb (the web UI's limit)
 
 
 class ApiError(Exception):
@@ -105,18 +107,19 @@ def wav_stream_header(sample_rate: int) -> bytes:
             + b"data" + struct.pack("<I", unknown))
 
 
-def decode_upload(data: bytes, what: str = "file") -> tuple[int, np.ndarray]:
-    """Uploaded audio bytes -> (sample rate, float32 samples), decoded by soundfile from memory."""
-    import soundfile as sf
+def decode_upload(data: bytes, what: str = "file", max_seconds: float | None = None, min_seconds: float = 0.0) -> tuple[int, np.ndarray]:
+    """Uploaded audio bytes -> (sample rate, float32 samples): the engine's loader reads them with
+    soundfile from memory, checking channels, rate and length from the header before decoding
+    (so a long clip costs no memory), exactly as the UI and the CLI accept audio."""
+    from engine.audio import AudioError, load_audio
 
     if not data:
         raise ApiError(400, f"the uploaded {what} is empty", param=what)
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    except Exception as exc:  # libsndfile's message names the problem (format, corruption)
-        raise ApiError(400, f"the uploaded {what} is not audio that libsndfile can read (WAV, FLAC, OGG, MP3): {exc}",
-                       param=what, code="invalid_audio") from exc
-    return int(rate), samples
+        wav = load_audio(bytes(data), max_seconds=max_seconds, min_seconds=min_seconds)
+    except AudioError as exc:  # names the problem (format, length, channels, corruption), never a path
+        raise ApiError(400, f"the uploaded {what}: {exc}", param=what, code="invalid_audio") from exc
+    return SAMPLE_RATE, wav
 
 
 class SpeechApi:
@@ -238,20 +241,23 @@ class SpeechApi:
             out["X-Models-Load-Seconds"] = f"{load:.3f}"
         return out
 
+    def _upload(self, data: bytes) -> tuple[int, np.ndarray]:
+        """An uploaded clip within the engine's length limits (pipeline.min/max_input_seconds)."""
+        cfg = self.engine.config.pipeline
+        return decode_upload(data, max_seconds=cfg.max_input_seconds, min_seconds=cfg.min_input_seconds)
+
     def transcription(self, data: bytes, model: Any, response_format: Any) -> tuple[str, Any]:
         """(kind "json" or "text", payload) for an uploaded clip, through the semantic model's ASR."""
-        from engine.audio import load_audio
-
         if model not in TRANSCRIPTION_MODELS:
             raise ApiError(400, f"unknown model {model!r}; use one of {', '.join(TRANSCRIPTION_MODELS)}", param="model", code="model_not_found")
         if response_format not in (None, "", "json", "text", "verbose_json"):
             raise ApiError(400, f"response_format {response_format!r} is not supported; use json, text or verbose_json", param="response_format")
-        rate, samples = decode_upload(data)
-        wav = load_audio((rate, samples), max_seconds=self.engine.config.pipeline.max_input_seconds)
+        rate, wav = self._upload(data)
         gate = getattr(self.engine, "gate", None)
         with gate if gate is not None else contextlib.nullcontext():
             units = self.engine.codec.encode(wav).semantic_tokens.tolist()
-            text = self.engine.semantic.transcribe(units, self.engine.config.semantic.sampling)
+            # the model that serves ASR (semantic.asr_path), with the text-output settings (semantic.text_sampling)
+            text = self.engine.semantic_for("asr").transcribe(units)
         if response_format == "text":
             return "text", text
         if response_format == "verbose_json":
@@ -263,8 +269,8 @@ class SpeechApi:
         options = self.options(model or "speechgpt-gen", seed)
         name = self.voice_name(voice)
         fmt = self.response_format(response_format, default="wav")
-        rate, samples = decode_upload(data)
-        result = self.engine.convert((rate, samples), name, options=options)
+        rate, samples = self._upload(data)
+        result = self.engine.convert((rate, samples), name, options=options)  # an AudioInput pair, never a path
         return FORMATS[fmt][2], encode_audio(result.wav, result.sample_rate, fmt), self._metric_headers(result)
 
 

@@ -1,18 +1,33 @@
-"""Serving the web UI: queue with a concurrency limit, authentication, share link, warnings."""
+"""Serving the web UI and the OpenAI-compatible API beside it: one concurrency limit for both,
+authentication, share link, warnings, size limits and the login gate (``app.security``), and a
+private temporary folder per process."""
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
-def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]] | None:
-    """``user:password`` and/or a file with one ``user:password`` per line."""
+AUTH_ENV = "SPEECHGPT_AUTH"  # user:password (one per line): credentials that stay out of `ps`
+TEMP_PREFIX = "speechgpt-gen-web-"  # <prefix><pid>: Gradio's uploads and our outputs for one process
+
+
+def parse_auth(auth: str | None, auth_file: str | None, env: str | None = None) -> list[tuple[str, str]] | None:
+    """``user:password`` (a flag, visible in ``ps``), a file with one ``user:password`` per line,
+    and/or the ``$SPEECHGPT_AUTH`` value (one ``user:password`` per line)."""
     pairs: list[tuple[str, str]] = []
     lines = [auth] if auth else []
+    if env:
+        lines += [l.strip() for l in env.splitlines() if l.strip()]
     if auth_file:
         path = Path(auth_file)
         if not path.is_file():
@@ -21,7 +36,7 @@ def parse_auth(auth: str | None, auth_file: str | None) -> list[tuple[str, str]]
     for line in lines:
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise SystemExit(f"invalid credentials {line!r}: use user:password")
+            raise SystemExit(f"invalid credentials for user {user!r}: use user:password" if user else "invalid credentials: use user:password")
         pairs.append((user, password))
     return pairs or None
 
@@ -44,32 +59,77 @@ def http_warning(host: str, share: bool, tls: bool) -> str | None:
             "Use --share (an https link), put the app behind an https proxy, or open it via localhost (e.g. an SSH tunnel).")
 
 
-def api_routes(engine, api_key: str | None, auth) -> list:
-    """The OpenAI-compatible routes (app/openai_api.py) over ``engine``."""
+def private_temp_dir(base: str | Path | None = None) -> Path:
+    """A temporary folder for this process (Gradio's uploads and cache, our outputs), removed at
+    exit; folders left by processes that died are removed now."""
+    base = Path(base or tempfile.gettempdir())
+    for old in base.glob(f"{TEMP_PREFIX}*"):
+        pid = old.name[len(TEMP_PREFIX):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = base / f"{TEMP_PREFIX}{os.getpid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def api_routes(engine, api_key: str | None, auth, max_upload_bytes: int | None = None) -> list:
+    """The OpenAI-compatible routes (app/openai_api.py) over ``engine``; uploads up to
+    ``max_upload_bytes`` (``server.max_upload_mb``, the web UI's limit)."""
     from app.openai_api import SpeechApi, build_router, settings_from
 
-    return list(build_router(SpeechApi(engine, settings_from(api_key, auth))).routes)
+    settings = settings_from(api_key, auth)
+    if max_upload_bytes is not None:
+        settings.max_upload_bytes = int(max_upload_bytes)
+    return list(build_router(SpeechApi(engine, settings)).routes)
 
 
 def serve(engine, host: str, port: int, share: bool = False, auth=None, concurrency: int = 1, prevent_thread_lock: bool = False,
           ssl_keyfile: str | None = None, ssl_certfile: str | None = None, api: bool = True, api_key: str | None = None):
     """Build the UI (and, with ``api``, the OpenAI-compatible API under /v1 on the same server and
     models) and launch it; returns the Blocks (running in the background when ``prevent_thread_lock``).
-    The UI and the API share one limit of ``concurrency`` model requests at once."""
+    The UI and the API share one limit of ``concurrency`` model requests at once.
+
+    Uploads are limited to ``server.max_upload_mb`` and other requests to ``server.max_request_mb``
+    (refused before the body is stored), the API's included; with ``auth`` nothing but a sign-in
+    form is served before login, and failed logins are throttled per client (see ``app.security``).
+    The API under /v1 checks its own Bearer token (``api_key``, and the ``auth`` users as
+    ``user:password``) instead of the browser login; wrong tokens are throttled like logins."""
     from app.gate import GatedEngine
+    from app.security import SecuritySettings, app_kwargs
     from app.ui import CSS, build_demo
 
     warning = http_warning(host, share, bool(ssl_certfile))
     if warning:
         log.warning(warning)
+    if not os.environ.get("GRADIO_TEMP_DIR"):  # one private folder: removed on exit, stale ones at start
+        os.environ["GRADIO_TEMP_DIR"] = str(private_temp_dir())
+    server = engine.config.server
+    settings = SecuritySettings.from_config(server, auth_required=bool(auth), bearer_prefix="/v1" if api else None)
+    kwargs = app_kwargs(settings)
     concurrency = max(1, int(concurrency))
     shared = GatedEngine(engine, concurrency)
     demo = build_demo(shared, concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency)
-    # routes given to the FastAPI app Gradio creates, so they exist before the server accepts requests
-    app_kwargs = {"routes": api_routes(shared, api_key, auth)} if api else None
+    if api:
+        # routes given to the FastAPI app Gradio creates, so they exist before the server accepts requests
+        kwargs["routes"] = api_routes(shared, api_key, auth, settings.max_upload_bytes)
+    if not prevent_thread_lock and threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the server like Ctrl+C, so exit handlers remove the temporary files
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=True,
-                ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile, show_error=True, quiet=True, app_kwargs=app_kwargs, css=CSS)
+                ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile, show_error=True, quiet=True,
+                max_file_size=settings.max_upload_bytes, app_kwargs=kwargs, css=CSS)
     if not prevent_thread_lock:
         print(serving_message(demo, engine, api, api_key, auth, share), flush=True)
         demo.block_thread()

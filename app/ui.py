@@ -5,11 +5,18 @@ Every handler turns errors into readable messages (``gr.Error``) and the app kee
 Per-browser state (conversation, VAD segmenter, last utterance) lives in ``gr.State``, never in
 globals. Events that run the models share one concurrency group (``--concurrency N``); cheap events
 (microphone streaming, previews, status) are not queued behind them.
+
+Uploaded audio reaches the handlers as Gradio's stored file (``type="filepath"``, no conversion),
+and is read by the engine's loader (soundfile + soxr), so the page accepts exactly what the CLI
+accepts, needs no ffmpeg, and refuses in our words without naming any server path. Typed text is
+always sent to the engine as text.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -21,7 +28,7 @@ import numpy as np
 
 from app.status import TINY_NOTE, status_line, status_markdown
 from app.vad import VadSegmenter
-from engine.audio import SAMPLE_RATE, save_wav
+from engine.audio import SAMPLE_RATE, UploadedFile, save_wav
 from engine.errors import EngineError
 from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript
 
@@ -32,6 +39,7 @@ UPLOAD = "(my clip below)"  # voice dropdown entry: take the voice from the uplo
 MODELS = "models"  # concurrency group of every event that runs a model
 PARAGRAPH = "\n\n"  # line break in Markdown (between the "models loaded" line and the timings)
 OUTPUT_TTL_S = 3600  # generated files older than this are removed from the output folder
+OUT_PREFIX = "speechgpt-gen-ui-"  # <prefix><pid>-<hex>: the output folder of one running app
 
 
 def user_error(message: str) -> gr.Error:
@@ -40,22 +48,33 @@ def user_error(message: str) -> gr.Error:
 
 
 def readable(exc: BaseException) -> gr.Error:
-    """The message a user sees for an exception: engine errors verbatim, anything else summarised
-    (real faults are logged once with their traceback; user errors are not logged)."""
+    """The message a user sees for an exception: engine errors verbatim, anything else by its type
+    only (its text may hold server paths; it and the traceback go to the server log once, never to
+    the page). User errors are not logged."""
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, EngineError):
         return user_error(str(exc))
     log.error("unexpected error in a UI handler", exc_info=exc)
-    return user_error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the server log; the app is still running.")
+    return user_error(f"Something went wrong ({type(exc).__name__}). Details are in the server log; the app is still running.")
 
 
-def names_server_file(text: str) -> bool:
-    """True when typed text is the path of an existing file on the server."""
+def remove_stale_outputs(base: Path) -> None:
+    """Remove output folders of UIs whose process is gone (a crash or kill skipped their cleanup)."""
+    for folder in base.glob(f"{OUT_PREFIX}*"):
+        pid = folder.name[len(OUT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
     try:
-        return len(text) < 1024 and "\n" not in text and Path(text.strip()).expanduser().is_file()
-    except (OSError, ValueError):  # too long for a file name, NUL bytes, ...
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def pcm16(wav: np.ndarray) -> np.ndarray:
@@ -73,8 +92,22 @@ class UI:
         self.engine = engine
         self.live_audio = shutil.which("ffmpeg") is not None if live_audio is None else live_audio
         self.cfg = engine.config
-        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="speechgpt-gen-ui-"))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes = int(self.cfg.server.max_upload_mb * 2**20)
+        self.cache_bytes = int(self.cfg.server.output_cache_mb * 2**20)
+        if out_dir:
+            self.out_dir = Path(out_dir)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        else:  # inside Gradio's cache folder, so Gradio serves our file instead of copying it
+            from gradio.utils import get_upload_folder
+
+            base = Path(get_upload_folder())
+            base.mkdir(parents=True, exist_ok=True)
+            remove_stale_outputs(base)
+            self.out_dir = Path(tempfile.mkdtemp(prefix=f"{OUT_PREFIX}{os.getpid()}-", dir=base))
+
+    def close(self) -> None:
+        """Remove this UI's generated files (called when the server stops)."""
+        shutil.rmtree(self.out_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ helpers
     def voice_choices(self) -> list[str]:
@@ -90,17 +123,41 @@ class UI:
         return names[0] if names else UPLOAD
 
     def out_file(self, wav: np.ndarray, sample_rate: int, prefix: str) -> str:
-        """Save generated audio as a 16-bit WAV for playback and download; old files are pruned."""
+        """Save generated audio as a 16-bit WAV for playback and download. The folder is bounded:
+        files older than an hour go, then the oldest until it is under ``server.output_cache_mb``."""
         now = time.time()
+        files = []
         for old in self.out_dir.glob("*.wav"):
             try:
-                if now - old.stat().st_mtime > OUTPUT_TTL_S:
+                st = old.stat()
+                if now - st.st_mtime > OUTPUT_TTL_S:
                     old.unlink()
+                else:
+                    files.append((st.st_mtime, st.st_size, old))
             except OSError:
                 pass
+        budget = self.cache_bytes - 2 * wav.size - 1024  # room for the new file (16-bit)
+        total = sum(size for _, size, _ in files)
+        for _, size, old in sorted(files):
+            if total <= budget:
+                break
+            old.unlink(missing_ok=True)
+            total -= size
         path = self.out_dir / f"{prefix}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}.wav"
         save_wav(path, wav, sample_rate)
         return str(path)
+
+    def audio_in(self, value):
+        """Audio from a component -> what the engine takes: an uploaded file (Gradio's stored
+        path) becomes an ``UploadedFile`` (size-checked, header-checked, never named by its path
+        in a message); a (rate, samples) pair (microphone / VAD) passes as it is."""
+        if value is None or isinstance(value, tuple):
+            return value
+        if isinstance(value, dict) and value.get("path"):  # FileData sent as a plain dict
+            value = value["path"]
+        if isinstance(value, (str, os.PathLike)):
+            return UploadedFile(Path(value), self.max_upload_bytes)
+        raise user_error("That audio input was not understood; upload or record the clip again.")
 
     def pick_voice(self, name: str | None, clip) -> object:
         """The voice argument for the engine: a library name, or the uploaded / recorded clip."""
@@ -108,20 +165,39 @@ class UI:
             return name
         if clip is None:
             raise user_error(f"Choose a voice from the library, or upload / record a voice clip ({clip_hint(self.cfg)}).")
-        return clip
+        return self.audio_in(clip)
 
     @staticmethod
     def options(steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None, seed=None) -> GenerationOptions:
-        """Knob values from the page -> GenerationOptions (``None`` / seed -1 = the configured default)."""
-        return GenerationOptions(
-            steps=int(steps) if steps else None,
+        """Knob values from the page -> checked GenerationOptions (``None`` / seed -1 = the
+        configured default); a non-finite or out-of-range value is refused with gr.Error."""
+
+        def num(name: str, value) -> float | None:
+            if value is None or value == "":
+                return None
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                raise user_error(f"{name} must be a number, got {value!r}") from None
+            if not math.isfinite(x):
+                raise user_error(f"{name} must be a finite number, got {value!r}")
+            return x
+
+        s = num("Seed", seed)
+        st = num("Steps", steps)
+        opts = GenerationOptions(
+            steps=int(st) if st else None,
             chain=chain or None,
-            guidance_scale=float(guidance) if guidance is not None else None,
+            guidance_scale=num("Voice guidance", guidance),
             perceptual=perceptual or None,
-            temperature=float(temperature) if temperature is not None else None,
-            top_p=float(top_p) if top_p is not None else None,
-            seed=int(seed) if seed not in (None, "") and int(seed) >= 0 else None,
+            temperature=num("Temperature", temperature),
+            top_p=num("Top-p", top_p),
+            seed=None if s is None or s < 0 else int(s),
         )
+        try:
+            return opts.validated()
+        except EngineError as exc:
+            raise user_error(str(exc)) from None
 
     def status(self) -> str:
         try:
@@ -159,6 +235,7 @@ class UI:
         """Source speech -> the same words in the target voice."""
         if source is None:
             raise user_error("Upload or record the speech to convert first.")
+        source = self.audio_in(source)
         try:
             r = self.engine.convert(source, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, None, None, seed),
                                     progress=self._progress(progress))
@@ -175,17 +252,18 @@ class UI:
         history = list(history or [])
         if conversation is None:
             conversation = self.engine.new_conversation()
-        spoken = not isinstance(user, str)
-        if not spoken and names_server_file(user):
-            # the engine reads a string naming a file as audio; a typed message must never open server files
-            raise user_error("That message is a file path. Type a sentence, or send audio with the clip recorder.")
+        spoken = not isinstance(user, str)  # a str is always a typed message; audio arrives as AudioInput
         voice_arg = self.pick_voice(voice, clip)
+        try:  # text, length, voice and settings are checked here, before the turn starts
+            events = self.engine.chat(user, voice_arg, conversation, options=self.options(*knobs))
+        except Exception as exc:
+            raise readable(exc) from exc
         history.append({"role": "user", "content": f"{SPOKEN} …" if spoken else user})
         history.append({"role": "assistant", "content": "…"})
         yield history, None, None, None, "thinking…", conversation
         reply = ""
         try:
-            for event in self.engine.chat(user, voice_arg, conversation, options=self.options(*knobs)):
+            for event in events:
                 if isinstance(event, Transcript) and spoken:
                     history[-2] = {"role": "user", "content": f"{SPOKEN} {event.text}" if event.text else f"{SPOKEN} (no words recognised)"}
                     yield history, None, None, None, "replying…", conversation
@@ -209,7 +287,7 @@ class UI:
 
     def chat_text(self, message, voice, clip=None, history=None, conversation=None, steps=None, chain=None, guidance=None, perceptual=None,
                   temperature=None, top_p=None, seed=-1):
-        if not message or not message.strip():
+        if not isinstance(message, str) or not message.strip():
             raise user_error("Type a message first (or talk, or send a clip).")
         for out in self.chat_turn(message.strip(), voice, clip, history, conversation,
                                   steps, chain, guidance, perceptual, temperature, top_p, seed):
@@ -219,7 +297,7 @@ class UI:
                   temperature=None, top_p=None, seed=-1):
         if audio is None:
             raise user_error("Record or upload a question first.")
-        yield from self.chat_turn(audio, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
+        yield from self.chat_turn(self.audio_in(audio), voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     def new_segmenter(self) -> VadSegmenter:
         return VadSegmenter.from_config(self.cfg.server)
@@ -256,7 +334,7 @@ class UI:
         if heard is None:
             yield (gr.skip(),) * 6
             return
-        yield from self.chat_turn(heard, voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
+        yield from self.chat_turn(self.audio_in(heard), voice, clip, history, conversation, steps, chain, guidance, perceptual, temperature, top_p, seed)
 
     # ------------------------------------------------------------------ voices tab
     def add_voice(self, name, clip, description, overwrite, *current):
@@ -267,7 +345,8 @@ class UI:
         if clip is None:
             raise user_error(f"Upload or record a clip of the voice ({clip_hint(self.cfg)}).")
         try:
-            v = self.engine.voices.add(name.strip(), clip, codec=self.engine.codec, description=description or "", overwrite=bool(overwrite))
+            v = self.engine.voices.add(name.strip(), self.audio_in(clip), codec=self.engine.codec, description=description or "",
+                                       overwrite=bool(overwrite))
         except Exception as exc:
             err = readable(exc)
             if "already exists" in err.message:  # the library's message offers the overwrite this form has
@@ -337,6 +416,13 @@ class UI:
             pickers.append(gr.update(choices=[UPLOAD] + names, value=value))
         return (library, *pickers)
 
+    def current_choices(self, value):
+        """The library dropdown's choices as they are now (another session may have changed them)."""
+        return gr.update(choices=self.voice_choices(), value=value)
+
+    def current_picker_choices(self, value):
+        return gr.update(choices=[UPLOAD] + self.voice_choices(), value=value)
+
     def on_load(self, *current):
         """Page load: fresh voice lists (the library may have changed from the CLI), the selected
         voice's preview, and the status line. Returns (library, 3 pickers, preview, info, header)."""
@@ -380,9 +466,11 @@ def knobs(cfg, with_llm: bool = True, elem_id: str | None = None) -> tuple:
 
 def voice_picker(names: list[str], default: str, label: str, hint: str = "3 s or more"):
     """Library dropdown + upload/record clip; a new clip selects itself in the dropdown."""
-    dropdown = gr.Dropdown([UPLOAD] + names, value=default, label=label)
+    # allow_custom_value: a voice added in another browser session after this page loaded is still
+    # accepted (the engine checks every name); opening the list fetches the current choices
+    dropdown = gr.Dropdown([UPLOAD] + names, value=default, label=label, allow_custom_value=True)
     with gr.Accordion(f"…or use your own voice clip (upload or record {hint})", open=not names):
-        clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Voice clip")
+        clip = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Voice clip")
     clip.change(lambda c: gr.update(value=UPLOAD) if c is not None else gr.skip(), clip, dropdown, api_name=False,
                 concurrency_limit=None, queue=False)
     return dropdown, clip
@@ -426,7 +514,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                     with gr.Row():
                         mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy",
                                        label="Talk hands-free (a pause ends your turn)", elem_id="handsfree")
-                        question = gr.Audio(sources=["upload", "microphone"], type="numpy", label="…or send a recorded / uploaded clip")
+                        question = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="…or send a recorded / uploaded clip")
                     with gr.Row():
                         vad_state = gr.Markdown("microphone off", elem_id="vad-state")
                         ask = gr.Button("Send clip")
@@ -476,7 +564,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
         with gr.Tab("Voice conversion", id="vc"):
             with gr.Row():
                 with gr.Column():
-                    source = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech to convert")
+                    source = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Speech to convert")
                     vc_voice, vc_clip = voice_picker(names, default_voice, "Target voice", hint)
                     steps, chain, guidance, perceptual, _, _, seed = knobs(cfg, with_llm=False, elem_id="vc-settings")
                     convert = gr.Button("Convert", variant="primary")
@@ -490,7 +578,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
         with gr.Tab("Voices", id="voices"):
             with gr.Row():
                 with gr.Column():
-                    library = gr.Dropdown(names, value=names[0] if names else None, label="Library")
+                    library = gr.Dropdown(names, value=names[0] if names else None, label="Library", allow_custom_value=True)
                     preview = gr.Audio(label="Preview", interactive=False, elem_id="voice-preview")  # filled on page load
                     info = gr.Markdown(elem_id="voice-info")
                     with gr.Row():
@@ -504,13 +592,16 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                             cancel = gr.Button("Cancel")
                 with gr.Column():
                     add_name = gr.Textbox(label="New voice name")
-                    add_clip = gr.Audio(sources=["upload", "microphone"], type="numpy", label=f"Clip ({hint})")
+                    add_clip = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label=f"Clip ({hint})")
                     add_desc = gr.Textbox(label="Description (optional)")
                     add_overwrite = gr.Checkbox(False, label="Replace a voice of the same name")
                     add = gr.Button("Add voice", variant="primary")
             pickers = [chat_voice, tts_voice, vc_voice]
             voice_out = [library, *pickers]
             library.change(ui.preview_voice, library, [preview, info], api_name=False, show_progress_on=[preview], **light)
+            library.focus(ui.current_choices, library, library, api_name=False, queue=False)
+            for picker in pickers:
+                picker.focus(ui.current_picker_choices, picker, picker, api_name=False, queue=False)
             add.click(ui.add_voice, [add_name, add_clip, add_desc, add_overwrite, *pickers], voice_out + [add_name, add_clip, add_desc, add_overwrite],
                       api_name="add_voice", show_progress_on=[add_clip], **heavy)
             rename.click(ui.rename_voice, [library, new_name, *pickers], voice_out + [new_name], api_name="rename_voice",

@@ -4,12 +4,21 @@ Accepted sources: a file path (wav, flac, ogg, mp3 - whatever the system libsndf
 raw file bytes, a ``(sample_rate, ndarray)`` pair as Gradio's microphone delivers it (int16 or
 float, mono or stereo, channels last), or a 1-D float array already at 16 kHz.
 Nothing is ever written over the user's files.
+
+Files and bytes are checked from their header (``sf.info``) before anything is decoded: a clip
+with no channels, an absurd sample rate, or longer than ``max_seconds`` is refused without its
+samples being read, so a huge upload costs no memory. An ``UploadedFile`` (a file the web server
+stored) is size-checked first and named "the uploaded audio" in every message, never by its path.
+
+``AudioInput`` (no ``str``) is what the engine's tasks take as audio: a ``pathlib.Path`` names a
+file and only trusted callers (the CLI, manifests) build one; text is never taken for a path.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -21,8 +30,20 @@ SAMPLE_RATE = 16000
 MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 384000
 SILENCE_PEAK = 1e-4  # peak amplitude under which a clip counts as silent (-80 dBFS)
+MAX_CHANNELS = 8
 
-AudioSource = Union[str, os.PathLike, bytes, tuple, np.ndarray]
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file a web server stored for a user (e.g. Gradio's upload folder). Read like a path, but
+    refused when larger than ``max_bytes`` (before reading) and never named by its path."""
+
+    path: Path
+    max_bytes: int | None = None
+
+
+AudioSource = Union[str, os.PathLike, UploadedFile, bytes, tuple, np.ndarray]  # what load_audio reads (str = a path)
+AudioInput = Union[Path, UploadedFile, bytes, bytearray, tuple, np.ndarray]  # audio for the engine's tasks: never a str
 
 
 class AudioError(EngineError, ValueError):
@@ -64,10 +85,22 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1).astype(np.float32)
 
 
-def _read_file(source: Union[str, os.PathLike, bytes]) -> tuple[int, np.ndarray]:
+def _read_file(source: Union[str, os.PathLike, UploadedFile, bytes], max_seconds: float | None, min_seconds: float) -> tuple[int, np.ndarray]:
+    """Check the header (channels, rate, length) and only then decode."""
     import soundfile as sf
 
-    if isinstance(source, (bytes, bytearray)):
+    if isinstance(source, UploadedFile):
+        label = "the uploaded audio"
+        try:
+            size = Path(source.path).stat().st_size
+        except OSError:
+            raise AudioError("the uploaded audio is no longer on the server; upload it again") from None
+        if source.max_bytes is not None and size > source.max_bytes:
+            raise AudioError(f"the uploaded file is {size / 2**20:.1f} MB; the limit is {source.max_bytes / 2**20:.1f} MB (server.max_upload_mb)")
+        if size == 0:
+            raise AudioError("the uploaded audio is empty (0 bytes); record or upload the clip again")
+        handle: object = str(source.path)
+    elif isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise AudioError("the audio data is empty (0 bytes); record or upload the clip again")
         handle: object = io.BytesIO(source)
@@ -82,14 +115,45 @@ def _read_file(source: Union[str, os.PathLike, bytes]) -> tuple[int, np.ndarray]
             raise AudioError(f"audio file {path} is empty (0 bytes)")
         handle = str(path)
         label = str(path)
+    hint = "Use a WAV, FLAC, OGG or MP3 file (convert others with e.g. `ffmpeg -i in.m4a out.wav`)"
     try:
-        data, sr = sf.read(handle, dtype="float32", always_2d=False)
+        info = sf.info(handle)
     except Exception as exc:  # libsndfile raises several types
-        raise AudioError(
-            f"could not read {label}: {exc}. Use a WAV, FLAC, OGG or MP3 file "
-            f"(convert others with e.g. `ffmpeg -i in.m4a out.wav`)"
-        ) from exc
+        raise AudioError(f"could not read {label}: it is not audio in a format we read ({_reason(exc)}). {hint}") from exc
+    if isinstance(handle, io.BytesIO):
+        handle.seek(0)
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(f"{label} has {info.channels} audio channels; 1 to {MAX_CHANNELS} are accepted (is the file damaged?). {hint}")
+    sr = int(info.samplerate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {sr} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; is the file really audio?")
+    frames = int(info.frames)
+    if 0 < frames < (1 << 62):  # libsndfile reports a huge count when the length is unknown (streams)
+        _check_length(frames / sr, max_seconds, min_seconds)
+    try:
+        if frames >= (1 << 62) and max_seconds is not None:  # unknown length: never decode past the limit
+            with sf.SoundFile(handle) as f:
+                data = f.read(int(max_seconds * sr) + 1, dtype="float32", always_2d=False)
+        else:
+            data, sr = sf.read(handle, dtype="float32", always_2d=False)
+    except Exception as exc:
+        raise AudioError(f"could not read {label}: the audio data is damaged ({_reason(exc)}). {hint}") from exc
     return int(sr), np.asarray(data)
+
+
+def _reason(exc: BaseException) -> str:
+    """libsndfile's message without any file name in it."""
+    text = str(exc)
+    if "Error opening" in text and ":" in text:
+        text = text.rsplit(":", 1)[-1]
+    return text.strip() or type(exc).__name__
+
+
+def _check_length(duration: float, max_seconds: float | None, min_seconds: float) -> None:
+    if max_seconds is not None and duration > max_seconds:
+        raise AudioError(f"the audio is {duration:.1f} s long; the limit is {max_seconds:.0f} s. Trim it or raise pipeline.max_input_seconds")
+    if duration < min_seconds:
+        raise AudioError(f"the audio is only {duration * 1000:.0f} ms long; record or upload at least {min_seconds:g} s")
 
 
 def load_audio(
@@ -97,13 +161,15 @@ def load_audio(
     *,
     sample_rate: int | None = None,
     max_seconds: float | None = None,
+    min_seconds: float = 0.0,
     allow_silence: bool = False,
 ) -> np.ndarray:
     """Load and validate audio; returns a 1-D 16 kHz mono float32 array.
 
     ``sample_rate`` gives the rate of a bare ndarray (default 16 kHz). Raises AudioError for
     empty/corrupt files, zero-length or all-silent audio, NaN/Inf samples, absurd sample
-    rates, or audio longer than ``max_seconds``.
+    rates, no channels, or audio longer than ``max_seconds`` / shorter than ``min_seconds``
+    (for files and bytes both are checked from the header, before decoding).
     """
     if isinstance(source, tuple):
         if len(source) != 2:
@@ -114,8 +180,8 @@ def load_audio(
         data = np.asarray(data)
     elif isinstance(source, np.ndarray):
         sr, data = (sample_rate or SAMPLE_RATE), source
-    elif isinstance(source, (str, os.PathLike, bytes, bytearray)):
-        sr, data = _read_file(source)
+    elif isinstance(source, (str, os.PathLike, UploadedFile, bytes, bytearray)):
+        sr, data = _read_file(source, max_seconds, min_seconds)
     else:
         raise AudioError(f"unsupported audio input of type {type(source).__name__}; give a file path, bytes or (rate, samples)")
 
@@ -125,14 +191,15 @@ def load_audio(
         raise AudioError(f"sample rate {sr!r} is not a number") from exc
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise AudioError(f"sample rate {sr} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz; is the file really audio?")
-    wav = _to_mono(_to_float(np.asarray(data)))
+    data = np.asarray(data)
+    if data.ndim == 2 and 0 in data.shape:
+        raise AudioError("the audio has no channels or no samples; record or upload the clip again")
+    wav = _to_mono(_to_float(data))
     if wav.size == 0:
         raise AudioError("the audio has no samples (zero length); record or upload a longer clip")
     if not np.all(np.isfinite(wav)):
         raise AudioError("the audio contains NaN or infinite samples; the file is corrupt")
-    duration = wav.size / sr
-    if max_seconds is not None and duration > max_seconds:
-        raise AudioError(f"the audio is {duration:.1f} s long; the limit is {max_seconds:.0f} s. Trim it or raise pipeline.max_input_seconds")
+    _check_length(wav.size / sr, max_seconds, min_seconds)
     if not allow_silence and float(np.max(np.abs(wav))) < SILENCE_PEAK:
         raise AudioError("the audio is silent; check the microphone (is it muted?) or the file")
     wav = resample(np.ascontiguousarray(wav, dtype=np.float32), sr, SAMPLE_RATE)

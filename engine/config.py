@@ -36,8 +36,10 @@ class PipelineConfig:
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cpu_threads: int = 0  # torch CPU threads: 0 = auto (OMP_NUM_THREADS if set, else usable cores up to 8); see engine.threads
-    max_input_seconds: float = 60.0  # longest user audio accepted
+    max_input_seconds: float = 60.0  # longest user audio accepted (checked from the file header, before decoding)
+    min_input_seconds: float = 0.2  # shorter clips are refused (nothing to convert, hear or take a voice from)
     max_text_chars: int = 2000  # longest TTS text accepted
+    max_chat_chars: int = 2000  # longest typed chat message accepted
     chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size
     crossfade_ms: float = 30.0
     sentence_pause_ms: float = 120.0
@@ -55,7 +57,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: str | None = None  # "user:password"
+    auth: str | None = None  # "user:password" (prefer --auth-file or $SPEECHGPT_AUTH: they stay out of `ps`)
+    max_upload_mb: float = 50.0  # largest uploaded file; refused while it streams in (Content-Length first)
+    max_request_mb: float = 2.0  # largest body of any other request (chat text, settings, history)
+    login_free_attempts: int = 3  # failed logins per client before each further try must wait
+    login_max_delay_s: float = 60.0  # the wait doubles per failure (1 s, 2 s, 4 s, ...) up to this
+    output_cache_mb: float = 500.0  # generated audio kept for playback/download; oldest removed first
     concurrency: int = 1  # requests that may run at once on the models
     vad_pause_ms: int = 700  # silence that ends an utterance
     vad_aggressiveness: int = 2  # WebRTC VAD mode 0..3
@@ -66,7 +73,7 @@ class ServerConfig:
 
 @dataclass
 class PathsConfig:
-    voices_dir: str = "~/.cache/speechgpt-gen/voices"  # the user's voice library
+    voices_dir: str = "~/.cache/speechgpt-gen/voices"  # the user's voice library (user data, outside the checkout)
     bundled_voices_dir: str = "assets/voices"
     outputs_dir: str = "outputs"
 

@@ -6,11 +6,17 @@ uploaded clip, and reports time to first audio, real-time factor and peak GPU me
     text  -> normalise, split -> LLM.speak -> RVQ-1 units ----\
     audio -> codec.encode -> RVQ-1 units ---------------------+-> perceptual(units, prompt) -> codec.decode
     audio -> codec.encode -> LLM.respond -> transcript, text, units ---/
+
+Inputs are typed, never guessed from a string's content: a ``str`` is always text (a message, or
+a voice library name), and audio is an ``AudioInput`` - a ``pathlib.Path`` (trusted callers only:
+the CLI, manifests), file bytes, a ``(sample_rate, samples)`` pair or a 16 kHz array. No typed text
+of any length or shape reaches the file system.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -19,7 +25,7 @@ from typing import Callable, Iterator, Union
 import numpy as np
 import torch
 
-from engine.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from engine.audio import SAMPLE_RATE, AudioError, AudioInput, load_audio
 from engine.codec import Codec, resolve_device
 from engine.config import AppConfig
 from engine.errors import EngineError, ModelUnavailableError
@@ -32,7 +38,8 @@ from engine.threads import apply_cpu_threads
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-Voice = Union[str, AudioSource]  # a library voice name, or audio to take the voice from
+Voice = Union[str, AudioInput]  # a library voice name (str), or audio to take the voice from
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -46,6 +53,43 @@ class GenerationOptions:
     temperature: float | None = None  # LLM sampling
     top_p: float | None = None
     seed: int | None = None
+
+    def validated(self) -> "GenerationOptions":
+        """These options, checked: finite numbers in range, known names; EngineError says which
+        setting is wrong and what it accepts."""
+
+        def number(name: str, value, lo: float, hi: float) -> float | None:
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EngineError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value) or not lo <= value <= hi:
+                raise EngineError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+            return float(value)
+
+        def integer(name: str, value, lo: int, hi: int) -> int | None:
+            if value is None:
+                return None
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise EngineError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+            return value
+
+        def choice(name: str, value, allowed: tuple[str, ...]) -> str | None:
+            if value is not None and value not in allowed:
+                raise EngineError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            return value
+
+        return GenerationOptions(
+            steps=integer("steps", self.steps, 1, 256),
+            chain=choice("chain", self.chain, ("implicit", "explicit")),
+            guidance_scale=number("guidance scale", self.guidance_scale, 0.0, 20.0),
+            perceptual=choice("perceptual model", self.perceptual, ("flow", "soundstorm")),
+            temperature=number("temperature", self.temperature, 0.0, 5.0),
+            top_p=number("top-p", self.top_p, 1e-6, 1.0),
+            seed=integer("seed", self.seed, 0, MAX_SEED),
+        )
 
 
 @dataclass
@@ -219,8 +263,9 @@ class Engine:
             progress(1.0, "models loaded")
 
     def _check_voice(self, voice: Voice) -> None:
-        """Fail fast on an unknown library voice, before any model loads."""
-        if isinstance(voice, str) and not _looks_like_path(voice):
+        """Fail fast on an unknown library voice, before any model loads (a ``str`` voice is
+        always a library name; audio voices are checked when they are read)."""
+        if isinstance(voice, str):
             self.voices.get(voice)
 
     def _ready(self, options: GenerationOptions, task: str | None) -> float:
@@ -264,7 +309,31 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
     def _options(self, options: GenerationOptions | None) -> GenerationOptions:
-        return options or GenerationOptions()
+        return (options or GenerationOptions()).validated()
+
+    def _text(self, text: object, what: str, limit: int, setting: str) -> str:
+        """Typed text, checked: a str, not blank, within ``limit`` characters, valid Unicode."""
+        if not isinstance(text, str):
+            raise EngineError(f"the {what} must be text, got {type(text).__name__}")
+        if not text.strip():
+            raise EngineError(f"there is no {what}; type something first")
+        if len(text) > limit:
+            raise EngineError(f"the {what} has {len(text)} characters; the limit is {limit} ({setting})")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EngineError(f"the {what} contains an invalid character at position {exc.start} (a lone surrogate); retype it") from exc
+        if "\x00" in text:
+            raise EngineError(f"the {what} contains a NUL character; retype it")
+        return text
+
+    def _audio(self, audio: AudioInput, what: str) -> np.ndarray:
+        """User audio -> 16 kHz mono float32 within the configured length limits. A ``str`` is
+        refused: text is never taken for a file name."""
+        if isinstance(audio, str):
+            raise AudioError(f"the {what} must be audio (a pathlib.Path, bytes or (rate, samples)), not text")
+        pc = self.config.pipeline
+        return load_audio(audio, max_seconds=pc.max_input_seconds, min_seconds=pc.min_input_seconds)
 
     def _sampling(self, options: GenerationOptions):
         sampling = self.config.semantic.sampling
@@ -272,14 +341,15 @@ class Engine:
         return replace(sampling, **changes)
 
     def prompt(self, voice: Voice) -> Prompt:
-        """The voice prompt (codes + embeddings) from a library name or an audio clip."""
+        """The voice prompt (codes + embeddings): a ``str`` is a library voice name (never a
+        path); anything else is audio to take the voice from."""
         codec = self.codec
-        if isinstance(voice, str) and not _looks_like_path(voice):
+        if isinstance(voice, str):
             codes = torch.as_tensor(self.voices.load_prompt(voice, codec)).long()  # [8, T]
         else:
             from engine.voices import prepare_prompt_audio
 
-            wav = load_audio(voice, max_seconds=self.config.pipeline.max_input_seconds)
+            wav = self._audio(voice, "voice clip")
             # prepared exactly like a library voice: silence trimmed, the most speech-filled window
             codes = codec.encode(prepare_prompt_audio(wav, self.config.perceptual.prompt_seconds)).codes
         max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
@@ -312,13 +382,10 @@ class Engine:
 
     # ------------------------------------------------------------------ tasks
     def tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
-        """Zero-shot text to speech: the text spoken in ``voice``."""
+        """Zero-shot text to speech: ``text`` spoken in ``voice`` (a library name, or an
+        ``AudioInput`` clip). Raises EngineError for empty/over-long text or bad options."""
         options = self._options(options)
-        if not text or not text.strip():
-            raise EngineError("there is no text to speak; type something first")
-        limit = self.config.pipeline.max_text_chars
-        if len(text) > limit:
-            raise EngineError(f"the text has {len(text)} characters; the limit is {limit} (pipeline.max_text_chars)")
+        text = self._text(text, "text to speak", self.config.pipeline.max_text_chars, "pipeline.max_text_chars")
         self._check_voice(voice)
         if progress:
             progress(0.0, "loading models")
@@ -351,8 +418,9 @@ class Engine:
             progress(1.0, "done")
         return Result(wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), text=normalized, warnings=warnings)
 
-    def convert(self, source: AudioSource, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
-        """Zero-shot voice conversion: what ``source`` says, in ``voice``; same length as the source."""
+    def convert(self, source: AudioInput, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
+        """Zero-shot voice conversion: what ``source`` (audio, never a str) says, in ``voice``;
+        same length as the source."""
         options = self._options(options)
         self._check_voice(voice)
         if progress:
@@ -361,7 +429,7 @@ class Engine:
         clock = _Clock(self.device)
         if progress:
             progress(0.0, "reading source")
-        wav = load_audio(source, max_seconds=self.config.pipeline.max_input_seconds)
+        wav = self._audio(source, "speech to convert")
         units = self.codec.encode(wav).semantic_tokens.tolist()
         if progress:
             progress(0.3, "preparing voice")
@@ -379,23 +447,28 @@ class Engine:
 
         return Conversation(max_tokens=self.config.semantic.max_context_tokens)
 
-    def chat(self, user: Union[str, AudioSource], voice: Voice, conversation=None, *, options: GenerationOptions | None = None) -> Iterator[ChatEvent]:
-        """One chat turn. ``user`` is typed text or speech; yields Transcript, TextDelta, AudioChunk
-        events as they are produced, then ChatDone. The conversation is updated in place."""
+    def chat(self, user: Union[str, AudioInput], voice: Voice, conversation=None, *, options: GenerationOptions | None = None) -> Iterator[ChatEvent]:
+        """One chat turn. ``user`` is typed text (a ``str``: always a message, never opened as a
+        file) or speech (an ``AudioInput``); yields Transcript, TextDelta, AudioChunk events as
+        they are produced, then ChatDone. The conversation is updated in place. Inputs and options
+        are checked before anything runs."""
         from engine.semantic import model as sm
 
         options = self._options(options)
         conversation = conversation if conversation is not None else self.new_conversation()
+        if isinstance(user, str):
+            user = self._text(user, "message", self.config.pipeline.max_chat_chars, "pipeline.max_chat_chars")
         self._check_voice(voice)
+        return self._chat(user, voice, conversation, options, sm)
+
+    def _chat(self, user, voice: Voice, conversation, options: GenerationOptions, sm) -> Iterator[ChatEvent]:
         load_s = self._ready(options, "chat")
         clock = _Clock(self.device)
-        if isinstance(user, str) and not _looks_like_path(user):
-            if not user.strip():
-                raise EngineError("say or type something first")
+        if isinstance(user, str):
             user_input: Union[str, list[int]] = user
             yield Transcript(user)
         else:
-            wav = load_audio(user, max_seconds=self.config.pipeline.max_input_seconds)
+            wav = self._audio(user, "spoken message")
             user_input = self.codec.encode(wav).semantic_tokens.tolist()
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
@@ -435,15 +508,3 @@ class Engine:
         if not pieces:
             return np.zeros(0, dtype=np.float32)
         return crossfade_join(pieces, sample_rate=SAMPLE_RATE, fade_ms=self.config.pipeline.crossfade_ms).astype(np.float32)
-
-
-def _looks_like_path(text: str) -> bool:
-    """A voice/user string that names an existing audio file rather than a voice name or a message."""
-    from pathlib import Path
-
-    if len(text) >= 4096 or "\n" in text or "\x00" in text:
-        return False
-    try:
-        return Path(text).expanduser().is_file()
-    except (OSError, ValueError):  # e.g. a long typed message: "File name too long"
-        return False

@@ -20,10 +20,15 @@ energy relative to the loudest frame), then, when the clip is longer than the pr
 the window of that length that holds the most speech frames (the earliest such window, so a clip
 of continuous speech keeps its beginning), and scale it to a peak of 0.9.
 
-Changes are atomic: a new voice is built in a temporary folder inside ``root`` and renamed into
-place, so a failed add (bad audio, encoder error, full disk) leaves nothing behind; deletes move
-the folder aside before removing it. Mutations hold a thread lock and, on POSIX, a file lock on
-``<root>/.lock`` so the UI and the CLI can share one library.
+Changes are atomic and crash-safe: a new voice is built in ``<root>/.tmp-add-*``, its files and
+folder fsynced, then renamed into place, so a failed add (bad audio, encoder error, full disk,
+kill -9) leaves no voice half-made. Overwriting first renames the old voice to
+``<root>/.old-<id>-<name>`` and removes that only after the new one is in place; a library opened
+after a crash restores any ``.old-*`` whose voice is missing (the overwrite never happened) and
+removes leftover ``.tmp-add-*`` / ``.trash-*`` folders, so a voice is never lost. Deletes move the
+folder to ``.trash-*`` before removing it. Mutations and the recovery hold a thread lock and, on
+POSIX, a file lock on ``<root>/.lock`` so the UI and the CLI can share one library; any folder
+in the temporary forms that exists while the lock is held belongs to a process that died.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio, save_wav
+from engine.audio import SAMPLE_RATE, AudioError, AudioSource, UploadedFile, load_audio, save_wav
 from engine.errors import EngineError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,63}")
@@ -53,7 +58,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]{0,63}")
 RESERVED_NAMES = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
 MIN_PROMPT_SECONDS = 0.5
 MAX_SOURCE_SECONDS = 600.0  # longer uploads are refused before any work (a prompt needs seconds)
-STALE_TEMP_SECONDS = 3600.0  # leftovers of a crashed add/delete older than this are removed
+OLD_PREFIX = ".old-"  # an overwritten voice kept until its replacement is in place
 WAV, META, CODES = "voice.wav", "meta.json", "codes.npy"
 BUNDLED_CACHE = ".bundled"
 
@@ -161,6 +166,29 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (renames, new files) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file in ``folder`` and the folder itself."""
+    for p in folder.iterdir():
+        if p.is_file():
+            with open(p, "rb+") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
 def _save_codes(path: Path, codes: np.ndarray) -> None:
     """Save codes [n_q, T] as int16 (int32 if a codebook is larger) atomically."""
     dtype = np.int16 if codes.size == 0 or int(codes.max()) <= np.iinfo(np.int16).max else np.int32
@@ -188,7 +216,7 @@ def _load_codes(path: Path, codec) -> np.ndarray | None:
 def _describe_source(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return f"file {Path(source).name}"
-    if isinstance(source, (bytes, bytearray)):
+    if isinstance(source, (bytes, bytearray, UploadedFile)):
         return "uploaded audio"
     if isinstance(source, tuple):
         return "recording"
@@ -217,37 +245,72 @@ class VoiceLibrary:
         self.bundled_dir = Path(bundled_dir).expanduser() if bundled_dir else None
         self.prompt_seconds = float(prompt_seconds)
         self._lock = threading.RLock()
+        self._depth = 0  # how deep the owning thread is inside _locked
+        self._recovered = False
 
     # ------------------------------------------------------------------ locking, housekeeping
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Thread lock + (POSIX) an exclusive file lock on <root>/.lock for mutations."""
+        """Thread lock + (POSIX) an exclusive file lock on <root>/.lock for mutations; re-entrant
+        within a thread (the file lock is taken once). Runs the crash recovery first."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self.root.mkdir(parents=True, exist_ok=True)
             try:
                 import fcntl
             except ImportError:  # Windows: the thread lock only
-                yield
-                return
+                fcntl = None
             with open(self.root / ".lock", "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                self._depth = 1
                 try:
+                    self._recover()
                     yield
                 finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    self._depth = 0
+                    if fcntl is not None:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _remove_stale(self) -> None:
-        """Remove leftovers of a crashed add/delete (hidden temp folders older than an hour)."""
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        for p in self.root.glob(".tmp-*"):
-            with contextlib.suppress(OSError):
-                if p.stat().st_mtime < cutoff:
+    def _recover(self) -> None:
+        """Finish what a crashed process left (call with the lock held): restore an overwritten
+        voice whose replacement never arrived, remove half-made adds and unfinished deletes."""
+        if not self.root.is_dir():
+            return
+        for p in sorted(self.root.glob(OLD_PREFIX + "*")):
+            name = p.name[len(OLD_PREFIX) + 33 :]  # .old-<32 hex>-<name>
+            target = self.root / name
+            if name and NAME_RE.fullmatch(name) and not (target / WAV).is_file() and (p / WAV).is_file():
+                if target.exists():
+                    shutil.rmtree(target, ignore_errors=True)
+                os.replace(p, target)
+                _fsync_dir(self.root)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        for pattern in (".tmp-*", ".trash-*"):
+            for p in self.root.glob(pattern):
+                if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
-        for p in self.root.glob(".trash-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        self._recovered = True
+
+    def _ensure_recovered(self) -> None:
+        """Recover once per library object, before the first lookup (the library is "opened")."""
+        if not self._recovered and self.root.is_dir() and any(
+            p.name.startswith((OLD_PREFIX, ".tmp-", ".trash-")) for p in self.root.iterdir()
+        ):
+            with self._locked():
+                pass  # _locked runs the recovery
+        self._recovered = True
 
     # ------------------------------------------------------------------ lookup
     def _user_folders(self) -> list[Path]:
+        self._ensure_recovered()
         if not self.root.is_dir():
             return []
         found = [p for p in self.root.iterdir() if not p.name.startswith(".") and p.is_dir() and (p / WAV).is_file()]
@@ -274,6 +337,9 @@ class VoiceLibrary:
 
     def _find(self, name: str) -> tuple[Path, bool]:
         found = self._lookup(name)
+        if found is None:  # maybe mid-overwrite in another thread or process: look again under the lock
+            with self._locked():
+                found = self._lookup(name)
         if found is None:
             available = ", ".join(self.names()) or "none yet"
             raise VoiceError(f"no voice named {name.strip()!r} (available: {available}); add it first or pick another")
@@ -320,7 +386,12 @@ class VoiceLibrary:
 
     def get(self, name: str) -> Voice:
         """The voice called ``name`` (case-insensitive); VoiceError if there is none."""
-        return self._voice(*self._find(name))
+        folder, bundled = self._find(name)
+        if not (folder / META).is_file() and not bundled:  # mid-swap: read it with no change in progress
+            with self._locked():
+                folder, bundled = self._find(name)
+                return self._voice(folder, bundled)
+        return self._voice(folder, bundled)
 
     def exists(self, name: str) -> bool:
         try:
@@ -352,16 +423,14 @@ class VoiceLibrary:
                 raise VoiceError(f"{existing[0].name!r} is a bundled voice; choose another name for yours")
             if not overwrite:
                 raise VoiceError(f"a voice named {existing[0].name!r} already exists; choose another name or overwrite it")
-        wav = prepare_prompt_audio(load_audio(audio_source, max_seconds=MAX_SOURCE_SECONDS), self.prompt_seconds)
+        wav = prepare_prompt_audio(load_audio(audio_source, max_seconds=MAX_SOURCE_SECONDS, min_seconds=MIN_PROMPT_SECONDS), self.prompt_seconds)
         with self._locked():
-            self._remove_stale()
             existing = self._lookup(name)  # again, under the lock
             if existing is not None and not overwrite:
                 raise VoiceError(f"a voice named {existing[0].name!r} already exists; choose another name or overwrite it")
             if existing is not None and existing[1]:
                 raise VoiceError(f"{existing[0].name!r} is a bundled voice; choose another name for yours")
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-add-", dir=self.root))
-            trash: Path | None = None
             try:
                 save_wav(tmp / WAV, wav)
                 meta: dict[str, Any] = {
@@ -381,23 +450,27 @@ class VoiceLibrary:
                     _save_codes(tmp / CODES, np.asarray(codes.cpu() if hasattr(codes, "cpu") else codes))
                     meta["codec"] = codec.name
                 _write_json(tmp / META, meta)
-                if existing is not None:  # overwrite: move the old one aside, restore it on failure
-                    trash = self.root / f".trash-{uuid.uuid4().hex}"
-                    os.replace(existing[0], trash)
-                try:
-                    os.replace(tmp, self.root / name)
-                except BaseException:
-                    if trash is not None:
-                        os.replace(trash, existing[0])
-                        trash = None
-                    raise
+                _fsync_tree(tmp)  # the new voice is on disk before any rename makes it visible
+                target = self.root / name
+                if existing is None:
+                    os.replace(tmp, target)
+                    _fsync_dir(self.root)
+                else:  # overwrite: the old voice stays on disk until the new one is in place
+                    old = self.root / f"{OLD_PREFIX}{uuid.uuid4().hex}-{existing[0].name}"
+                    os.replace(existing[0], old)
+                    _fsync_dir(self.root)
+                    try:
+                        os.replace(tmp, target)
+                        _fsync_dir(self.root)
+                    except BaseException:
+                        os.replace(old, existing[0])
+                        raise
+                    shutil.rmtree(old, ignore_errors=True)
+                    shutil.rmtree(self.root / BUNDLED_CACHE / existing[0].name, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            finally:
-                if trash is not None:
-                    shutil.rmtree(trash, ignore_errors=True)
-        return self.get(name)
+            return self._voice(target, False)  # read under the lock: a concurrent overwrite cannot hide it
 
     def rename(self, old: str, new: str) -> Voice:
         """Rename a user voice (a case-only change is allowed). Bundled voices cannot be renamed."""
@@ -428,10 +501,27 @@ class VoiceLibrary:
             shutil.rmtree(trash, ignore_errors=True)
             shutil.rmtree(self.root / BUNDLED_CACHE / folder.name, ignore_errors=True)
 
+    def _stored_audio(self, name: str) -> tuple[Path, bool, np.ndarray]:
+        """(folder, bundled, samples) of a voice's clip. When the clip vanishes under us (a
+        concurrent overwrite swapping folders) the lookup is repeated under the lock; a clip that
+        is really gone is reported by voice name, never by library path."""
+        folder, bundled = self._find(name)
+        try:
+            return folder, bundled, load_audio(folder / WAV, allow_silence=True)
+        except (AudioError, OSError):
+            pass  # perhaps swapped while we read it: once more, with no change in progress
+        with self._locked():
+            folder, bundled = self._find(name)
+            if not (folder / WAV).is_file():
+                raise VoiceError(f"the audio of voice {folder.name!r} is missing; delete the voice and add it again")
+            try:
+                return folder, bundled, load_audio(folder / WAV, allow_silence=True)
+            except (AudioError, OSError):
+                raise VoiceError(f"the audio of voice {folder.name!r} is damaged; delete the voice and add it again") from None
+
     def preview(self, name: str) -> tuple[int, np.ndarray]:
         """(sample_rate, float32 samples) of the voice's stored clip, for playback."""
-        folder, _ = self._find(name)
-        return SAMPLE_RATE, load_audio(folder / WAV, allow_silence=True)
+        return SAMPLE_RATE, self._stored_audio(name)[2]
 
     def load_prompt(self, name: str, codec):
         """The voice's codes, a LongTensor [n_q, T], made by ``codec``.
@@ -449,7 +539,8 @@ class VoiceLibrary:
             codes = _load_codes(folder / CODES, codec)
             if codes is not None:
                 return torch.from_numpy(codes.astype(np.int64))
-        codes = self._encode(codec, load_audio(folder / WAV, allow_silence=True))
+        folder, _, wav = self._stored_audio(name)
+        codes = self._encode(codec, wav)
         with self._locked():
             if folder.is_dir():  # not deleted or renamed meanwhile
                 _save_codes(folder / CODES, codes)

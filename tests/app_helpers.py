@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,10 +22,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tmp_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...] = ()):
+def start_app(tmp_path: Path, timeout: float = 180.0, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
+    """(process, url) of launch.py on the tiny profile; ``env`` and ``extra_args`` (launch.py flags) are added."""
     port = free_port()
     log = open(tmp_path / "app.log", "w")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost",
+           "TMPDIR": str(tmp_path), **(env or {})}
+    env.pop("GRADIO_TEMP_DIR", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--profile", "tiny", "--port", str(port),
                              "--set", f"paths.voices_dir={tmp_path / 'voices'}", *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
@@ -34,6 +38,8 @@ def start_app(tmp_path: Path, timeout: float = 180.0, extra_args: tuple[str, ...
             raise RuntimeError(f"the app exited: {(tmp_path / 'app.log').read_text()[-3000:]}")
         try:
             urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except urllib.error.HTTPError:  # answering (e.g. 401 before login): it is up
             return proc, url
         except OSError:
             time.sleep(0.5)

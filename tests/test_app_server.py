@@ -54,7 +54,7 @@ def test_launch_reports_bad_config_without_traceback(served, capsys):
     assert "error:" in capsys.readouterr().err and not served
 
 
-def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
+def test_serve_warns_and_limits_concurrency(monkeypatch, caplog, tmp_path):
     """serve() builds the demo with the model concurrency group and queues it."""
     seen = {}
 
@@ -67,13 +67,21 @@ def test_serve_warns_and_limits_concurrency(monkeypatch, caplog):
 
     import app.ui
 
+    from engine.config import AppConfig
+
+    class FakeEngine:
+        config = AppConfig()
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.setattr(app.ui, "build_demo", lambda engine, concurrency: seen.update(concurrency=concurrency) or Demo())
-    server.serve(object(), host="0.0.0.0", port=1234, concurrency=0, prevent_thread_lock=True)
+    server.serve(FakeEngine(), host="0.0.0.0", port=1234, concurrency=0, prevent_thread_lock=True)
     assert seen["concurrency"] == 1 and seen["queue"] == {"default_concurrency_limit": 1}
     paths = {r.path for r in seen["launch"]["app_kwargs"]["routes"]}  # the OpenAI API is served by the same app
     assert {"/v1/audio/speech", "/v1/audio/voices", "/v1/voices", "/v1/audio/transcriptions", "/v1/models"} <= paths
     assert seen["launch"]["server_name"] == "0.0.0.0" and seen["launch"]["server_port"] == 1234
     assert "block the microphone" in caplog.text
+    assert seen["launch"]["max_file_size"] == 50 * 2**20  # server.max_upload_mb, enforced while the upload streams
+    assert seen["launch"]["app_kwargs"]["middleware"]  # the security gate
 
 
 def test_console_names_profile_models_api_and_our_share_hint():

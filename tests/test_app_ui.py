@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app.ui import MODELS, UI, UPLOAD, build_demo, names_server_file
+from app.ui import MODELS, UI, UPLOAD, build_demo
 from tests.app_helpers import tiny_engine
 from tests.audio_helpers import voiced
 
@@ -62,14 +62,6 @@ def test_voice_picking_and_options(ui):
     o = ui.options(8, "explicit", 1.5, "soundstorm", 0.7, 0.9, -1)
     assert (o.steps, o.chain, o.guidance_scale, o.perceptual, o.temperature, o.top_p, o.seed) == (8, "explicit", 1.5, "soundstorm", 0.7, 0.9, None)
     assert ui.options(seed=42).seed == 42 and ui.options().steps is None
-
-
-def test_typed_text_never_names_a_server_file(tmp_path):
-    f = tmp_path / "secret.wav"
-    f.write_bytes(b"x")
-    assert names_server_file(str(f)) and names_server_file(f" {f} ")
-    assert not names_server_file("hello there") and not names_server_file("word " * 100)  # too long for a file name: no OSError
-    assert not names_server_file("a\x00b") and not names_server_file(f"{f}\nplease")
 
 
 def test_engine_errors_become_readable_messages(ui):

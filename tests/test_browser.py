@@ -130,3 +130,26 @@ def test_hands_free_microphone_turn(browser):
         page.screenshot(path=str(ARTIFACTS / "ui-handsfree.png"), full_page=True)
     assert chat.inner_text().count("(spoken)") == 1  # one utterance, one turn
     assert "…" not in chat.inner_text()  # transcript and reply text arrived
+
+
+def test_login_form_then_the_app(browser, tmp_path):
+    """With a login required, the browser first sees only the sign-in form; a wrong password is
+    refused there, the right one opens the app."""
+    proc, url = start_app(tmp_path, env={"SPEECHGPT_AUTH": "ann:secret words"})
+    context = browser.context.browser.new_context()  # the same Chromium, a fresh session
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="domcontentloaded", timeout=120_000)
+        assert page.title() == "Sign in" and "SpeechGPT" not in page.content()
+        page.get_by_placeholder("User").fill("ann")
+        page.get_by_placeholder("Password").fill("wrong")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Wrong user or password").wait_for(timeout=30_000)
+        page.get_by_placeholder("Password").fill("secret words")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("tab", name="Chat").wait_for(timeout=60_000)
+        assert "SpeechGPT-Gen assistant" in page.title()
+    finally:
+        context.close()
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -17,13 +17,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROGRAMS = {"python", "python3", "bash", "curl", "accelerate", "tensorboard", "hf", "pip"}
+PROGRAMS = {"python", "python3", "bash", "curl", "accelerate", "tensorboard", "hf", "pip", "sudo", "apt-get"}
+
+
+ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")  # `NAME=value program ...`: an environment variable for one command
+
+
+def without_env(text: str) -> str:
+    """The command after any leading ``NAME=value`` assignments."""
+    words = text.split()
+    while words and ENV_ASSIGNMENT.fullmatch(words[0]):
+        words = words[1:]
+    return " ".join(words)
 
 
 def is_command(text: str) -> bool:
-    """Text that starts with a program (a bare one, or one from the project's .venv)."""
-    first = text.split(maxsplit=1)[0] if text.strip() else ""
+    """Text that starts with a program (a bare one, or one from the project's .venv), maybe after
+    environment assignments."""
+    rest = without_env(text)
+    first = rest.split(maxsplit=1)[0] if rest.strip() else ""
     return first.startswith(".venv/bin/") or first in PROGRAMS
+
+
+def project_reads(name: str) -> bool:
+    """An environment variable the project's code reads (named in launch.py, app/ or engine/)."""
+    files = [ROOT / "launch.py", *(ROOT / "app").glob("*.py"), *(ROOT / "engine").rglob("*.py")]
+    return any(f'"{name}"' in f.read_text(encoding="utf-8") for f in files)
 
 
 class Parsed(Exception):
@@ -105,6 +124,9 @@ def console_scripts() -> set[str]:
 
 def check(cmd: str, monkeypatch) -> None:
     tokens = shlex.split(cmd, comments=True)
+    while tokens and ENV_ASSIGNMENT.fullmatch(tokens[0]):
+        name = tokens.pop(0).split("=", 1)[0]
+        assert project_reads(name), f"{name} is not an environment variable the project reads"
     program, args = tokens[0], tokens[1:]
     assert program not in ("python", "python3", "pip", "accelerate", "tensorboard", "hf"), \
         f"write .venv/bin/{program}: a fresh clone's system {program} lacks the project's packages"
@@ -148,6 +170,9 @@ def check(cmd: str, monkeypatch) -> None:
         text = script.read_text()
         for flag in (a for a in args[1:] if a.startswith("--")):
             assert re.search(rf"^\s*{re.escape(flag)}\)", text, re.M), f"{args[0]} has no {flag} option"
+    elif program in ("sudo", "apt-get"):  # system packages: only `[sudo] apt-get install PACKAGE ...`
+        words = args[1:] if program == "sudo" else args
+        assert (program != "sudo" or args[:1] == ["apt-get"]) and words[:1] == ["install"] and len(words) > 1, cmd
     elif program == "curl":
         from app.openai_api import SpeechApi, build_router
 
@@ -184,6 +209,7 @@ def test_command_works_as_typed(where, line, cmd, monkeypatch):
     "bash scripts/install.sh --gpu",
     ".venv/bin/pip install -e '.[nope]'",
     "curl http://127.0.0.1:7860/v1/audio/nothing",
+    "SPEECHGPT_NO_SUCH_VARIABLE=1 .venv/bin/python launch.py",  # an environment variable nothing reads
     ".venv/bin/python -m engine vc --source a.wav --voice b --out c.wav --chain implicit]",  # usage brackets typed literally
 ])
 def test_the_check_refuses_commands_that_would_fail(cmd, monkeypatch):

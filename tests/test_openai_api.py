@@ -128,3 +128,38 @@ def test_bad_uploads_are_4xx(client):
         client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"this is not audio"))
     with pytest.raises(openai.BadRequestError, match="unknown model"):
         client.audio.transcriptions.create(model="tts-1", file=("q.wav", b"x"))
+
+
+def test_transcription_uses_the_model_that_serves_asr_with_its_text_settings():
+    """In-process: /v1/audio/transcriptions goes to Engine.semantic_for("asr") (semantic.asr_path),
+    not the chat model, and leaves sampling to its text-output settings."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from app.openai_api import SpeechApi
+    from engine.config import load_config
+
+    asked = []
+
+    class Model:
+        def transcribe(self, units, sampling=None):
+            asked.append(("transcribe", len(units), sampling))
+            return "heard"
+
+    class Engine:
+        config = load_config("tiny")
+        codec = SimpleNamespace(encode=lambda wav: SimpleNamespace(semantic_tokens=torch.zeros(wav.size // 320, dtype=torch.long)))
+
+        def semantic_for(self, task):
+            asked.append(task)
+            return Model()
+
+        @property
+        def semantic(self):
+            raise AssertionError("the chat model was asked to transcribe")
+
+    buf = io.BytesIO()
+    sf.write(buf, voiced(1.0, seed=4), 16000, format="WAV")
+    kind, payload = SpeechApi(Engine()).transcription(buf.getvalue(), "whisper-1", None)
+    assert (kind, payload) == ("json", {"text": "heard"}) and asked == ["asr", ("transcribe", 50, None)]

@@ -21,6 +21,15 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
 
 
+def voice_arg(value: str):
+    """``--voice``: an existing audio file (the command line is a trusted caller, so a path is
+    allowed here) becomes a ``pathlib.Path``; anything else is a library voice name."""
+    from pathlib import Path
+
+    path = Path(value).expanduser()
+    return path if path.is_file() else value
+
+
 def options_from_args(args: argparse.Namespace):
     from engine.pipeline import GenerationOptions
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
-from engine.cli._tasks import add_generation_args, config_for, options_from_args
+from engine.cli._tasks import add_generation_args, config_for, options_from_args, voice_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.pipeline import ChatDone, Engine, TextDelta, Transcript
 
     engine = Engine(config_for(args))
-    user = args.input if args.input else args.text
+    user = Path(args.input) if args.input else args.text  # a file only from --input, never from --text
     done = None
-    for event in engine.chat(user, args.voice, options=options_from_args(args)):
+    for event in engine.chat(user, voice_arg(args.voice), options=options_from_args(args)):
         if isinstance(event, Transcript):
             print(f"you said: {event.text}", flush=True)
             print("reply: ", end="", flush=True)

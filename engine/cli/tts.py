@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli._tasks import add_generation_args, config_for, options_from_args, print_progress
+from engine.cli._tasks import add_generation_args, config_for, options_from_args, print_progress, voice_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.pipeline import Engine
 
     engine = Engine(config_for(args))
-    result = engine.tts(args.text, args.voice, options=options_from_args(args), progress=print_progress)
+    result = engine.tts(args.text, voice_arg(args.voice), options=options_from_args(args), progress=print_progress)
     save_wav(args.out, result.wav, result.sample_rate)
     for w in result.warnings:
         print(f"warning: {w}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from engine.cli._tasks import add_generation_args, config_for, options_from_args, print_progress
+from engine.cli._tasks import add_generation_args, config_for, options_from_args, print_progress, voice_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.pipeline import Engine
 
     engine = Engine(config_for(args))
-    result = engine.convert(args.source, args.voice, options=options_from_args(args), progress=print_progress)
+    result = engine.convert(Path(args.source), voice_arg(args.voice), options=options_from_args(args), progress=print_progress)
     save_wav(args.out, result.wav, result.sample_rate)
     print(f"wrote {args.out}: {result.metrics.summary()}")
     return 0

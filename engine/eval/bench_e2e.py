@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -24,15 +25,17 @@ def run(args: argparse.Namespace, config) -> int:
     if args.perceptual:
         config.perceptual.kind = args.perceptual
     engine = Engine(config)
-    voice = args.voice
+    from engine.cli._tasks import voice_arg
+
+    voice = voice_arg(args.voice) if args.voice else None
     if voice is None:
         voices = engine.voices.list()
         if not voices:
             raise SystemExit("no voice given and the voice library is empty: pass --voice FILE")
         voice = voices[0].name
-    source = args.source
+    source = Path(args.source) if args.source else None
     if source is None:
-        sr, wav = engine.voices.preview(voice) if isinstance(voice, str) and not voice.endswith((".wav", ".flac")) else (None, None)
+        sr, wav = engine.voices.preview(voice) if isinstance(voice, str) else (None, None)
         source = (sr, wav) if wav is not None else voice
     options = GenerationOptions(steps=args.steps, seed=0)
     engine.load()

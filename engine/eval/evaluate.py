@@ -185,9 +185,9 @@ def evaluate(
             ref = evaluator.reference_text(item)
             try:
                 if task == "tts":
-                    result = engine.tts(ref, item.prompt, options=call)
+                    result = engine.tts(ref, Path(item.prompt), options=call)  # manifest paths: a trusted caller
                 else:
-                    result = engine.convert(item.source, item.prompt, options=call)
+                    result = engine.convert(Path(item.source), Path(item.prompt), options=call)
             except ModelUnavailableError:
                 raise  # missing weights fail every item alike: stop with the one message that says how to get them
             except EngineError as exc:
