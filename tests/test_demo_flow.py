@@ -74,3 +74,85 @@ def test_extract_cli_from_manifest_with_the_demo_codec(corpus, mel_codec_dir, tm
     assert main(argv) == 0 and "0 encoded, 8 already done" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--wavs", str(corpus), "--out", str(tmp_path / "x"), "--split", "test"])
+
+
+# ----------------------------------------------------------------------------- the prior's scale
+def _stats_model(chain: str, prior_space: str, dim: int = 4):
+    from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+
+    torch.manual_seed(0)
+    model = FlowModel(FlowModelConfig.preset("tiny", feature_dim=dim, codec="demo-tiny", chain=chain, prior_space=prior_space))
+    mean = torch.tensor([0.5, -1.0, 2.0, 0.0][:dim])
+    std = torch.tensor([0.1, 0.5, 2.0, 4.0][:dim])
+    model.set_feature_stats(mean, std)
+    return model.eval()
+
+
+@pytest.mark.parametrize("chain", ["implicit", "explicit"])
+@pytest.mark.parametrize("prior_space", ["standardized", "raw"])
+def test_training_prior_is_where_the_config_says(chain, prior_space, one_thread):
+    """The x0 that the training loss really uses (recovered from x_t, t and the target): mean = the
+    semantic embedding (implicit) or 0 (explicit), unit std in the configured space."""
+    model = _stats_model(chain, prior_space)
+    b, n, f = 48, 120, 4
+    g = torch.Generator().manual_seed(1)
+    semantic = torch.randn(b, n, f, generator=g) * model.feature_std + model.feature_mean
+    complete = semantic + 0.3 * torch.randn(b, n, f, generator=g) * model.feature_std
+    seen = {}
+    velocity = model.estimator.velocity
+
+    def spy(x, t, cond, mask):
+        seen["xt"], seen["t"] = x.detach().clone(), t.detach().clone()
+        return velocity(x, t, cond, mask)
+
+    model.estimator.velocity = spy
+    with torch.no_grad():
+        model.loss(complete, semantic, torch.full((b,), n), torch.Generator().manual_seed(2), prompt_lengths=torch.zeros(b, dtype=torch.long))
+    xt, t = seen["xt"], seen["t"][:, None, None]
+    zc, zs = model.normalize(complete), model.normalize(semantic)
+    target = zc - zs if chain == "explicit" else zc
+    keep = seen["t"] < 0.8  # x0 = (x_t - t x1) / (1 - t), well conditioned away from t = 1
+    x0 = ((xt - t * target) / (1 - t))[keep]  # standardised space
+    prior_mean = zs[keep] if chain == "implicit" else torch.zeros_like(x0)
+    noise_std = (x0 - prior_mean).reshape(-1, f).std(0)  # per standardised dimension
+    raw_std = noise_std * model.feature_std  # the same noise measured in the raw embedding space
+    unit = (x0 - prior_mean) * (model.feature_std if prior_space == "raw" else 1.0)  # the noise in the claimed space
+    assert float(unit.reshape(-1, f).mean(0).abs().max()) < 0.05
+    if prior_space == "raw":
+        torch.testing.assert_close(raw_std, torch.ones(f), atol=0.05, rtol=0.05)
+    else:
+        torch.testing.assert_close(noise_std, torch.ones(f), atol=0.05, rtol=0.05)
+        assert float(raw_std[0]) < 0.2 and float(raw_std[3]) > 3  # not unit in the raw space
+
+
+@pytest.mark.parametrize("prior_space", ["standardized", "raw"])
+def test_sampling_prior_matches_training(prior_space, tmp_path):
+    from engine.perceptual.flow_model import FlowModel
+
+    model = _stats_model("implicit", prior_space)
+    seen = {}
+
+    def fake_sample(y0, context, semantic, mask, steps, *args, **kwargs):
+        seen["y0"], seen["semantic"] = y0.clone(), semantic.clone()
+        return y0
+
+    model.cfm.sample = fake_sample
+    zs = torch.randn(4000, 4) * model.feature_std + model.feature_mean
+    model.generate([zs], steps=1, seed=0)
+    noise = seen["y0"][0] - seen["semantic"][0]  # standardised space; the mean is the semantic embedding
+    torch.testing.assert_close(seen["semantic"][0], model.normalize(zs))
+    expected = 1.0 / model.feature_std if prior_space == "raw" else torch.ones(4)
+    torch.testing.assert_close(noise.std(0), expected, rtol=0.06, atol=0.0)
+    # saved with the model, and a config.yaml written before the option loads as "standardized"
+    folder = model.save_pretrained(tmp_path / "m")
+    assert FlowModel.from_pretrained(folder).cfg.prior_space == prior_space
+    text = (folder / "config.yaml").read_text()
+    (folder / "config.yaml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("prior_space")))
+    assert FlowModel.from_pretrained(folder).cfg.prior_space == "standardized"
+
+
+def test_unknown_prior_space_is_refused():
+    from engine.perceptual.flow_model import FlowModelConfig
+
+    with pytest.raises(ValueError, match="prior space"):
+        FlowModelConfig(prior_space="whitened")
