@@ -156,3 +156,47 @@ def test_unknown_prior_space_is_refused():
 
     with pytest.raises(ValueError, match="prior space"):
         FlowModelConfig(prior_space="whitened")
+
+
+# ----------------------------------------------------------------------------- demo training configs
+def _train_config(name: str):
+    from engine.config import from_dict, read_yaml
+    from engine.train.train_flow import FlowTrainConfig
+
+    return from_dict(FlowTrainConfig, read_yaml(REPO / "assets" / "configs" / "train" / name))
+
+
+def test_demo_configs_are_twins_of_the_demo_size():
+    import dataclasses
+
+    from engine.train.train_flow import build_model
+
+    implicit, explicit = _train_config("flow_demo.yaml"), _train_config("flow_demo_explicit.yaml")
+    assert implicit.model.chain == "implicit" and explicit.model.chain == "explicit"
+    assert dataclasses.replace(explicit.model, chain="implicit") == implicit.model and explicit.train == implicit.train
+
+    class Shape:  # what build_model reads from a codec: the demo codec's width
+        dim, name = 256, "demo"
+
+    params = sum(p.numel() for p in build_model(implicit.model, Shape()).parameters())
+    assert 5e6 < params < 8e6  # the size the schedule in flow_demo.yaml was measured with (6.15 M)
+
+
+def test_demo_config_trains_through_the_cli_on_demo_codes(corpus, mel_codec_dir, tmp_path, capsys, one_thread):
+    """extract (train split) -> train-flow with flow_demo.yaml (shrunk batches) -> a loadable model."""
+    from engine.cli.extract import main as extract_main
+    from engine.cli.train_flow import main as train_main
+    from engine.perceptual.flow_model import FlowModel
+
+    codec_args = ["--profile", "demo", "--set", f"codec.path={mel_codec_dir}", "--set", "codec.name=demo-tiny"]
+    assert extract_main(["--manifest", str(corpus), "--out", str(tmp_path / "codes"), "--quiet", "--workers", "0", *codec_args]) == 0
+    for chain in ("implicit", "explicit"):
+        rc = train_main(["--config", str(REPO / "assets/configs/train/flow_demo.yaml"), "--data", str(tmp_path / "codes"),
+                         "--out", str(tmp_path / chain), "--quiet", "--max-steps", "2", "--train-set", f"model.chain={chain}",
+                         "--train-set", "train.batch_frames=120", "--train-set", "train.max_frames=60",
+                         "--train-set", "train.valid_fraction=0.0", *codec_args])
+        assert rc == 0
+        model = FlowModel.from_pretrained(tmp_path / chain / "final", codec="demo-tiny")
+        assert model.cfg.chain == chain and model.cfg.feature_dim == 16 and model.cfg.backbone.dim == 192
+        assert model.cfg.prior_space == "standardized"
+    capsys.readouterr()

@@ -31,6 +31,8 @@ from engine.perceptual.solvers import interpolate
 SIZES: dict[str, ConformerConfig] = {
     # paper Appendix A: 1024 hidden, 16 heads, 4096 FFN; 6 (small), 12 (base), 24 (large) layers
     "tiny": ConformerConfig(dim=64, depth=4, heads=4, conv_kernel=31, unet=True),
+    # the demo profile (assets/configs/train/flow_demo.yaml): trained here on 2 CPU cores in about 2 hours
+    "demo": ConformerConfig(dim=192, depth=6, heads=4, ff_mult=4, conv_kernel=31, unet=True),
     "small": ConformerConfig(dim=1024, depth=6, heads=16, unet=True),
     "base": ConformerConfig(dim=1024, depth=12, heads=16, unet=True),
     "large": ConformerConfig(dim=1024, depth=24, heads=16, unet=True),
