@@ -200,3 +200,84 @@ def test_demo_config_trains_through_the_cli_on_demo_codes(corpus, mel_codec_dir,
         assert model.cfg.chain == chain and model.cfg.feature_dim == 16 and model.cfg.backbone.dim == 192
         assert model.cfg.prior_space == "standardized"
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- held-out VC test set
+def test_build_testset_demo_pairs_heldout_voices_deterministically(corpus, tmp_path, capsys):
+    import soundfile as sf
+
+    from engine.cli import main as cli
+    from engine.eval.testsets import read_manifest
+
+    assert cli(["eval", "build-testset", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "a")]) == 0
+    assert "(3 items)" in capsys.readouterr().out
+    items = read_manifest(tmp_path / "a" / "manifest.jsonl", "vc")
+    rows = {r["id"]: r for r in read_corpus_rows(corpus)}
+    by_path = {str((corpus / r["path"]).resolve()): r for r in rows.values()}
+    assert {it.source_speaker for it in items} == set(HELDOUT_VOICES)
+    for it in items:
+        src = by_path[str(Path(it.source).resolve())]
+        assert src["heldout_voice"] and src["heldout_sentence"] and src["voice"] == it.source_speaker
+        assert it.speaker in HELDOUT_VOICES and it.speaker != it.source_speaker and it.text == src["text"]
+        wav, sr = sf.read(it.prompt)
+        assert sr == 16000 and len(wav) == 3 * 16000
+    # deterministic: the same manifest and the same prompt crops again
+    assert cli(["eval", "build-testset", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "manifest.jsonl").read_text() == (tmp_path / "b" / "manifest.jsonl").read_text()
+    for it in items:
+        name = Path(it.prompt).name
+        assert (tmp_path / "a" / "prompts" / name).read_bytes() == (tmp_path / "b" / "prompts" / name).read_bytes()
+
+
+def test_other_chain_path_serves_the_second_chain(tmp_path):
+    from engine.codec import Codec
+    from engine.errors import EngineError
+    from engine.perceptual.base import FlowPerceptual
+    from engine.perceptual.config import FlowConfig
+    from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+
+    codec = Codec.tiny()
+    folders = {}
+    for seed, chain in enumerate(("implicit", "explicit")):
+        torch.manual_seed(seed)
+        folders[chain] = FlowModel(FlowModelConfig.preset("tiny", feature_dim=codec.dim, codec="tiny", chain=chain)).save_pretrained(tmp_path / chain)
+    flow = FlowPerceptual(FlowConfig(path=str(folders["implicit"]), other_chain_path=str(folders["explicit"]), compile="off"), codec, torch.device("cpu"))
+    assert flow.model(None).cfg.chain == "implicit" and flow.model("explicit").cfg.chain == "explicit"
+    reference = FlowModel.from_pretrained(folders["explicit"])
+    torch.testing.assert_close(flow.model("explicit").estimator.to_pred.weight, reference.estimator.to_pred.weight)
+    wrong = FlowPerceptual(FlowConfig(path=str(folders["implicit"]), other_chain_path=str(folders["implicit"]), compile="off"), codec, torch.device("cpu"))
+    with pytest.raises(EngineError, match="holds a implicit-chain model"):
+        wrong.model("explicit")
+    alone = FlowPerceptual(FlowConfig(path=str(folders["implicit"]), compile="off"), codec, torch.device("cpu"))
+    with pytest.raises(EngineError, match="other_chain_path"):
+        alone.model("explicit")
+
+
+def test_eval_vc_both_chains_in_one_report(corpus, tmp_path, capsys):
+    """`eval vc --chain implicit,explicit --steps 1,2`: rows for both chains, SIM to the prompt and to
+    the source, NFE in the meta, one three-panel plot."""
+    import csv
+
+    from PIL import Image
+
+    from engine.cli import main as cli
+
+    sets = tmp_path / "set"
+    assert cli(["eval", "build-testset", "demo", "--corpus", str(corpus), "--out", str(sets), "--per-voice", "1"]) == 0
+    out = tmp_path / "report"
+    rc = cli(["eval", "vc", "--profile", "tiny", "--manifest", str(sets / "manifest.jsonl"), "--out", str(out), "--limit", "1",
+              "--steps", "1,2", "--chain", "implicit,explicit", "--set", "perceptual.flow.solver=euler"])
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(out / "items.csv")))
+    assert [r["system"] for r in rows] == ["source", "flow-implicit-1", "flow-implicit-2", "flow-explicit-1", "flow-explicit-2"]
+    for r in rows:
+        assert -1.0 <= float(r["similarity_source"]) <= 1.0
+    assert float(rows[0]["similarity_source"]) == pytest.approx(1.0, abs=1e-4)  # the source against itself
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["solver"] == "euler" and summary["meta"]["nfe_per_step"] == 1
+    assert all(-1 <= s["similarity_source"] <= 1 for s in summary["systems"])
+    assert "| SIM src |" in (out / "summary.md").read_text()
+    width, _ = Image.open(out / "wer_sim_vs_steps.png").size
+    assert width > 1500  # three panels (WER, SIM to prompt, SIM to source), 4.5 in each at 120 dpi
+    with pytest.raises(SystemExit):
+        cli(["eval", "vc", "--profile", "tiny", "--manifest", str(sets / "manifest.jsonl"), "--out", str(out), "--chain", "both"])
