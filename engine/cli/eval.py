@@ -1,10 +1,11 @@
 """Evaluate zero-shot TTS / voice conversion (WER, speaker similarity), or build a test set.
 
     python -m engine eval tts --manifest M.jsonl --out DIR [--steps 4,8,16] [--profile ...]
-    python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain explicit]
+    python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain implicit,explicit]
     python -m engine eval codec --profile demo --corpus DIR --out DIR [--per-voice 20]
     python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
     python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
+    python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ def _steps(text: str) -> list[int | None]:
     return list(dict.fromkeys(values))
 
 
+def _chains(text: str) -> list[str]:
+    values = [v for v in text.replace(" ", "").split(",") if v]
+    bad = [v for v in values if v not in ("implicit", "explicit")]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"--chain takes implicit, explicit or implicit,explicit (got {text!r})")
+    return list(dict.fromkeys(values))
+
+
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument("--manifest", required=True, help="JSONL test set (see docs/evaluation.md)")
     parser.add_argument("--out", required=True, help="folder for audio, items.csv, summary.md and the plot")
     parser.add_argument("--steps", type=_steps, default=[None], help="ODE steps (flow) / iterations (SoundStorm), e.g. 4,8,16 (default: config)")
     parser.add_argument("--perceptual", choices=["flow", "soundstorm"], default=None)
-    parser.add_argument("--chain", choices=["implicit", "explicit"], default=None)
+    parser.add_argument("--chain", type=_chains, default=[None],
+                        help="flow chain(s): implicit, explicit or implicit,explicit (one report and plot; the model that "
+                             "perceptual.flow.path does not hold comes from perceptual.flow.other_chain_path)")
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N items")
@@ -56,12 +67,12 @@ def _run(task: str, args: argparse.Namespace) -> int:
     print(f"loading scorers ({args.asr} ASR, {args.speaker} speaker encoder) ...", flush=True)
     evaluator = Evaluator(WhisperASR.load(args.asr, score_device), load_speaker_encoder(args.speaker, score_device))
     print(f"ASR: {evaluator.asr.name}; speaker encoder: {evaluator.speaker.name}; {len(items)} items", flush=True)
-    options = GenerationOptions(chain=args.chain, guidance_scale=args.guidance, perceptual=args.perceptual, seed=args.seed)
+    options = GenerationOptions(guidance_scale=args.guidance, perceptual=args.perceptual, seed=args.seed)
 
     def progress(done: int, total: int, message: str) -> None:
         print(f"[{done}/{total}] {message}", flush=True)
 
-    rows = evaluate(task, items, engine, evaluator, args.out, steps=args.steps, options=options,
+    rows = evaluate(task, items, engine, evaluator, args.out, steps=args.steps, chains=args.chain, options=options,
                     ground_truth=not args.no_ground_truth, resume=args.resume, progress=progress)
     print(markdown_table(summarize(rows)))
     print(f"wrote {args.out}/items.csv, summary.md, summary.json" + (" and wer_sim_vs_steps.png" if len(args.steps) > 1 else ""))
@@ -95,10 +106,17 @@ def _codec(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from engine.eval.testsets import build_testset, read_manifest
+    from engine.eval.testsets import build_demo_testset, build_testset, read_manifest
 
-    path = build_testset(args.corpus, args.root, args.out, task=args.task, speakers=args.speakers,
-                         per_speaker=args.per_speaker, prompt_seconds=args.prompt_seconds, seed=args.seed)
+    if args.corpus == "demo":
+        if args.task not in (None, "vc") or args.speakers is not None:
+            raise SystemExit("the demo test set is voice conversion between held-out voices: --task and --speakers do not apply")
+        path = build_demo_testset(args.root, args.out, per_voice=20 if args.per_speaker is None else args.per_speaker,
+                                  prompt_seconds=args.prompt_seconds, seed=args.seed)
+    else:
+        path = build_testset(args.corpus, args.root, args.out, task=args.task, speakers=args.speakers,
+                             per_speaker=1 if args.per_speaker is None else args.per_speaker, prompt_seconds=args.prompt_seconds,
+                             seed=args.seed)
     n = len(read_manifest(path))
     print(f"wrote {path} ({n} items)")
     return 0
@@ -120,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
     c.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
-    b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy")
-    b.add_argument("corpus", choices=["librispeech", "vctk"])
-    b.add_argument("--root", required=True, help="the corpus folder (LibriSpeech split or VCTK root)")
+    b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy or a demo corpus")
+    b.add_argument("corpus", choices=["librispeech", "vctk", "demo"])
+    b.add_argument("--root", "--corpus", dest="root", required=True,
+                   help="the corpus folder (LibriSpeech split, VCTK root, or a `python -m engine demo corpus` folder)")
     b.add_argument("--out", required=True, help="folder for manifest.jsonl and the prompt crops")
     b.add_argument("--task", choices=["tts", "vc"], default=None, help="default: librispeech -> tts, vctk -> vc")
     b.add_argument("--speakers", type=int, default=None, help="speakers to sample (default: 40 for LibriSpeech, all for VCTK)")
-    b.add_argument("--per-speaker", type=int, default=1, help="items per speaker (0 = every 4-10 s utterance)")
+    b.add_argument("--per-speaker", "--per-voice", dest="per_speaker", type=int, default=None,
+                   help="items per speaker (0 = every 4-10 s utterance; default 1), demo: per held-out source voice (default 20)")
     b.add_argument("--prompt-seconds", type=float, default=3.0)
     b.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Encode a corpus into sharded RVQ codes: python -m engine extract --wavs LIST_OR_DIR --out DIR"""
+"""Encode a corpus into sharded RVQ codes: python -m engine extract --wavs LIST_OR_DIR --out DIR,
+or one split of a demo corpus: python -m engine extract --manifest CORPUS --split train --out DIR"""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine extract", description=__doc__,
                                      epilog="Runs on the GPU when there is one (--device cpu to force the CPU). "
                                             "Rerun the same command to resume; files that fail are listed in OUT/failed.tsv.")
-    parser.add_argument("--wavs", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wavs",
                         help="folder of audio (LibriSpeech/MLS transcripts are picked up), or a list file "
                              "(path[TAB]transcript per line, or .jsonl with path/text/speaker/id)")
+    source.add_argument("--manifest", metavar="CORPUS",
+                        help="a demo corpus (`python -m engine demo corpus`): its folder or its manifest.jsonl; "
+                             "only --split is encoded")
+    parser.add_argument("--split", choices=["train", "test", "all"], default="train",
+                        help="with --manifest: which rows (default train: held-out voices and sentences are never included)")
     parser.add_argument("--out", required=True, help="output folder (meta.json + index.jsonl + shard-*.npz); rerun to resume")
     parser.add_argument("--batch-frames", type=int, default=None,
                         help="padded codec frames (50 per second) per encoder batch (default 3000 = 60 s; "
@@ -28,15 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_frames is not None and args.batch_seconds is not None:
         parser.error("give --batch-frames or --batch-seconds, not both")
     from engine.codec import Codec
-    from engine.train.extract import extract
+    from engine.train.extract import extract, list_corpus_items
 
     batch_frames = args.batch_frames if args.batch_frames is not None else (
         round(args.batch_seconds * Codec.frame_rate) if args.batch_seconds is not None else 3000)
 
+    if args.split != "train" and not args.manifest:
+        parser.error("--split needs --manifest (a demo corpus)")
+    items = list_corpus_items(args.manifest, args.split) if args.manifest else None
+    if items is not None:
+        print(f"{len(items)} {args.split} utterances in {args.manifest}")
     cfg = config_from_args(args)
     codec = Codec.from_config(cfg.codec, device=cfg.pipeline.device)
     print(f"encoding with the {codec.name!r} codec on {codec.device}")
-    stats = extract(args.wavs, args.out, codec, batch_frames=batch_frames, shard_size=args.shard_size, progress=not args.quiet,
+    stats = extract(args.wavs or args.manifest, args.out, codec, items=items, batch_frames=batch_frames, shard_size=args.shard_size, progress=not args.quiet,
                     max_seconds=args.max_seconds or None, workers=args.workers)
     print(f"{stats['encoded']} encoded, {stats['skipped_existing']} already done, {stats['failed']} failed"
           + (f" (see {args.out}/failed.tsv)" if stats["failed"] else ""))

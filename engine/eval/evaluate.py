@@ -1,17 +1,19 @@
 """Run zero-shot TTS / voice-conversion evaluation over a manifest and write the report.
 
-For every ODE-step setting and every item: generate with the engine, transcribe with Whisper
-(WER against the item's text) and embed with a speaker encoder (cosine similarity to the voice
-prompt), as in section 4.2 of the paper. Outputs in ``out_dir``::
+For every chain (flow), every ODE-step setting and every item: generate with the engine, transcribe
+with Whisper (WER against the item's text) and embed with a speaker encoder (cosine similarity to
+the voice prompt and, for VC, to the source voice), as in section 4.2 of the paper. Outputs in ``out_dir``::
 
     audio/<system>/<id>.wav    generated speech
     items.csv                  one row per (system, item)
     summary.md / summary.json  corpus WER and mean similarity per system
-    wer_sim_vs_steps.png       when several step counts are evaluated
+    wer_sim_vs_steps.png       when several step counts are evaluated: WER, SIM to the prompt and
+                               (VC) SIM to the source against NFE, one line per chain
 
 "system" names the setting (``flow-implicit-8`` = flow model, implicit chain, 8 ODE steps;
 ``ground-truth`` = the real recording of the text (TTS); ``source`` = the unconverted source (VC):
-its WER is the floor and its similarity to the prompt the "no conversion" baseline).
+its WER is the floor and its similarity to the prompt the "no conversion" baseline). A conversion
+that works has SIM to the prompt well above SIM to the source; one that copies the source has the reverse.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Row:
     hypothesis: str
     audio: str
     error: str = ""
+    similarity_source: float = float("nan")  # VC: cosine to the source voice (nan for TTS)
 
 
 @dataclass
@@ -69,6 +72,10 @@ class Summary:
     wer: float  # corpus WER: all errors / all reference words
     similarity: float  # mean over items
     rtf: float | None  # mean real-time factor of generation
+    similarity_source: float = float("nan")  # VC: mean similarity to the source voice
+
+
+NFE_PER_STEP = {"euler": 1, "midpoint": 2}  # network evaluations per ODE step of each flow solver
 
 
 def system_name(perceptual: str, chain: str | None, steps: int | None) -> str:
@@ -82,13 +89,21 @@ class Evaluator:
     def __init__(self, asr: Transcriber, speaker: SpeakerEncoder):
         self.asr = asr
         self.speaker = speaker
-        self._prompt_emb: dict[str, np.ndarray] = {}
+        self._prompt_emb: dict[str, np.ndarray] = {}  # audio path -> speaker embedding (prompts and sources)
         self._heard: dict[str, str] = {}  # source path -> ASR transcript (VC items without text)
 
     def prompt_embedding(self, item: EvalItem) -> np.ndarray:
         if item.prompt not in self._prompt_emb:
             self._prompt_emb[item.prompt] = self.speaker.embed(load_audio(item.prompt))
         return self._prompt_emb[item.prompt]
+
+    def source_embedding(self, item: EvalItem) -> np.ndarray | None:
+        """Speaker embedding of a VC item's source audio (None for TTS items)."""
+        if not item.source:
+            return None
+        if item.source not in self._prompt_emb:
+            self._prompt_emb[item.source] = self.speaker.embed(load_audio(item.source))
+        return self._prompt_emb[item.source]
 
     def reference_text(self, item: EvalItem) -> str:
         """The item's text; for a VC item without one, the ASR transcript of the source."""
@@ -105,9 +120,15 @@ class Evaluator:
         ref = self.reference_text(item)
         hyp = self.asr.transcribe(wav)
         stats = wer_stats(ref, hyp)
-        sim = cosine(self.speaker.embed(wav), self.prompt_embedding(item)) if wav.size >= SAMPLE_RATE // 4 else float("nan")
+        sim = sim_src = float("nan")
+        if wav.size >= SAMPLE_RATE // 4:
+            emb = self.speaker.embed(wav)
+            sim = cosine(emb, self.prompt_embedding(item))
+            source = self.source_embedding(item)
+            if source is not None:
+                sim_src = cosine(emb, source)
         return Row(system, steps, item.id, stats.wer, stats.errors, stats.reference_words, sim,
-                   wav.size / SAMPLE_RATE, rtf, normalize_for_wer(ref), normalize_for_wer(hyp), audio_path)
+                   wav.size / SAMPLE_RATE, rtf, normalize_for_wer(ref), normalize_for_wer(hyp), audio_path, similarity_source=sim_src)
 
 
 def _failed_row(item: EvalItem, ref: str, system: str, steps: int | None, error: str) -> Row:
@@ -123,12 +144,14 @@ def evaluate(
     out_dir: str | Path,
     *,
     steps: Sequence[int | None] = (None,),
+    chains: Sequence[str | None] = (None,),
     options=None,
     ground_truth: bool = True,
     resume: bool = False,
     progress: Progress | None = None,
 ) -> list[Row]:
-    """Generate and score every item at every step count; write the report; return all rows.
+    """Generate and score every item at every step count (and, for the flow model, with every chain
+of ``chains``; None: ``options.chain`` or the config's); write the report; return all rows.
 
     ``items.csv`` is rewritten after every item, so an interrupted run keeps what it did; with
     ``resume`` the rows of an earlier run whose audio is still there are kept, not redone.
@@ -141,7 +164,8 @@ def evaluate(
     options = options or GenerationOptions(seed=0)
     perceptual = options.perceptual or engine.config.perceptual.kind
     rows: list[Row] = []
-    total = len(items) * (len(steps) + int(ground_truth))
+    chains = list(chains) if perceptual == "flow" else [None]
+    total = len(items) * (len(steps) * len(chains) + int(ground_truth))
     done = 0
     earlier = read_rows(out_dir / "items.csv") if resume else {}
 
@@ -163,7 +187,10 @@ def evaluate(
 
     # the models this task needs, loaded before any work so that missing weights stop the run at once
     engine.codec  # noqa: B018
-    engine.perceptual(perceptual)
+    model = engine.perceptual(perceptual)
+    for chain in chains:
+        if chain is not None and hasattr(model, "model"):
+            model.model(chain)  # every chain's model loads (or fails) before any work
     if task == "tts":
         engine.semantic_for("tts")
     if ground_truth:
@@ -175,10 +202,12 @@ def evaluate(
             if real:
                 rows.append(evaluator.score(item, load_audio(real), truth, None, real, None))
             tick(f"{truth} {item.id}")
-    for n_steps in steps:
-        chain = (options.chain or engine.config.perceptual.flow.chain) if perceptual == "flow" else None
+    settings = [(c, n) for c in chains for n in steps]
+    for chain_asked, n_steps in settings:
+        asked = chain_asked or options.chain
+        chain = (asked or getattr(model, "default_chain", None) or engine.config.perceptual.flow.chain) if perceptual == "flow" else None
         system = system_name(perceptual, chain, n_steps)
-        call = replace(options, steps=n_steps)
+        call = replace(options, steps=n_steps, chain=asked)
         for item in items:
             if reuse(system, item):
                 continue
@@ -198,10 +227,12 @@ def evaluate(
             path = save_wav(out_dir / "audio" / system / f"{item.id}.wav", result.wav, result.sample_rate)
             rows.append(evaluator.score(item, result.wav, system, n_steps, str(path.relative_to(out_dir)), result.metrics.rtf))
             tick(f"{system} {item.id}")
-    write_report(task, rows, out_dir, meta={
-        "task": task, "items": len(items), "asr": evaluator.asr.name, "speaker_encoder": evaluator.speaker.name,
-        "profile": engine.config.profile, "perceptual": perceptual,
-    })
+    meta = {"task": task, "items": len(items), "asr": evaluator.asr.name, "speaker_encoder": evaluator.speaker.name,
+            "profile": engine.config.profile, "perceptual": perceptual}
+    if perceptual == "flow":
+        flow = engine.config.perceptual.flow
+        meta |= {"solver": flow.solver, "nfe_per_step": NFE_PER_STEP.get(flow.solver, 1), "schedule": flow.schedule}
+    write_report(task, rows, out_dir, meta=meta)
     return rows
 
 
@@ -213,18 +244,21 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
         group = [r for r in rows if r.system == system]
         stats = sum((WerStats(substitutions=r.errors, reference_words=r.reference_words) for r in group), WerStats())
         sims = [r.similarity for r in group if not math.isnan(r.similarity)]
+        sims_src = [r.similarity_source for r in group if not math.isnan(r.similarity_source)]
         rtfs = [r.rtf for r in group if r.rtf is not None]
         out.append(Summary(system, group[0].steps, len(group), sum(bool(r.error) for r in group), stats.wer,
-                           float(np.mean(sims)) if sims else float("nan"), float(np.mean(rtfs)) if rtfs else None))
+                           float(np.mean(sims)) if sims else float("nan"), float(np.mean(rtfs)) if rtfs else None,
+                           float(np.mean(sims_src)) if sims_src else float("nan")))
     return out
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
-    lines = ["| system | steps | items | failed | WER % | SIM | RTF |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| system | steps | items | failed | WER % | SIM | SIM src | RTF |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         rtf = f"{s.rtf:.3f}" if s.rtf is not None else "-"
         steps = str(s.steps) if s.steps is not None else "-"
-        lines.append(f"| {s.system} | {steps} | {s.items} | {s.failed} | {100 * s.wer:.1f} | {s.similarity:.3f} | {rtf} |")
+        src = f"{s.similarity_source:.3f}" if math.isfinite(s.similarity_source) else "-"
+        lines.append(f"| {s.system} | {steps} | {s.items} | {s.failed} | {100 * s.wer:.1f} | {s.similarity:.3f} | {src} | {rtf} |")
     return "\n".join(lines)
 
 
@@ -251,6 +285,7 @@ def read_rows(path: Path) -> dict[tuple[str, str], Row]:
                 raw["system"], int(raw["steps"]) if raw["steps"] else None, raw["id"], float(raw["wer"]), int(raw["errors"]),
                 int(raw["reference_words"]), float(raw["similarity"]), float(raw["audio_seconds"]),
                 float(raw["rtf"]) if raw["rtf"] else None, raw["reference_text"], raw["hypothesis"], raw["audio"], raw["error"],
+                float(raw.get("similarity_source") or "nan"),  # absent in reports written before it existed
             )
     return out
 
@@ -267,20 +302,23 @@ def write_report(task: str, rows: Sequence[Row], out_dir: str | Path, meta: dict
     header += [f"- {k.replace('_', ' ')}: {v}" for k, v in meta.items()]
     header += ["", "WER: corpus word error rate of the ASR transcript against the text (both normalised). "
                "SIM: mean cosine similarity of speaker embeddings, generated vs. voice prompt. "
+               "SIM src (VC): the same against the source speech (the voice that should be gone). "
                "RTF: generation time / audio length."]
     if meta.get("profile") == "tiny":
         header += ["", "**Tiny profile: randomly initialised models. These numbers only show that the pipeline runs.**"]
     paths["markdown"].write_text("\n".join(header) + "\n\n" + markdown_table(summaries) + "\n", encoding="utf-8")
     paths["json"].write_text(json.dumps({"meta": meta, "systems": [asdict(s) for s in summaries]}, indent=2,
                                         allow_nan=True), encoding="utf-8")
-    plot = plot_vs_steps(summaries, out_dir / "wer_sim_vs_steps.png")
+    plot = plot_vs_steps(summaries, out_dir / "wer_sim_vs_steps.png", nfe_per_step=int(meta.get("nfe_per_step", 0)))
     if plot is not None:
         paths["plot"] = plot
     return paths
 
 
-def plot_vs_steps(summaries: Sequence[Summary], path: str | Path) -> Path | None:
-    """WER and SIM against steps, one line per model/chain; None when fewer than two step counts."""
+def plot_vs_steps(summaries: Sequence[Summary], path: str | Path, nfe_per_step: int = 0) -> Path | None:
+    """WER, SIM to the prompt and (when any system has it: VC) SIM to the source against the step
+    count, one line per model/chain, in one figure; None when fewer than two step counts.
+    ``nfe_per_step`` > 0 puts the number of function evaluations (steps x it) on the x axis."""
     series: dict[str, list[Summary]] = {}
     for s in summaries:
         if s.steps is not None:
@@ -292,30 +330,35 @@ def plot_vs_steps(summaries: Sequence[Summary], path: str | Path) -> Path | None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, (ax_wer, ax_sim) = plt.subplots(1, 2, figsize=(9, 3.6))
-    all_steps = sorted({s.steps for points in series.values() for s in points})
+    with_source = any(math.isfinite(s.similarity_source) for points in series.values() for s in points)
+    panels = [("WER (%)", lambda s: 100 * s.wer), ("speaker similarity to prompt", lambda s: s.similarity)]
+    if with_source:
+        panels.append(("speaker similarity to source", lambda s: s.similarity_source))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6))
+    scale = nfe_per_step if nfe_per_step > 0 else 1
+    all_x = sorted({s.steps * scale for points in series.values() for s in points})
     for name, points in series.items():
         points = sorted(points, key=lambda s: s.steps)
-        for ax, values in ((ax_wer, [100 * p.wer for p in points]), (ax_sim, [p.similarity for p in points])):
-            xy = [(p.steps, v) for p, v in zip(points, values) if math.isfinite(v)]  # failed settings have no SIM
+        for ax, (_, value) in zip(axes, panels):
+            xy = [(p.steps * scale, value(p)) for p in points if math.isfinite(value(p))]  # failed settings have no SIM
             if xy:
                 ax.plot(*zip(*xy), marker="o", label=name)
     truth = next((s for s in summaries if s.system in ("ground-truth", "source")), None)
     if truth is not None:
         label = truth.system.replace("-", " ") + (" (unconverted)" if truth.system == "source" else "")
-        for ax, value in ((ax_wer, 100 * truth.wer), (ax_sim, truth.similarity)):
-            if math.isfinite(value):
-                ax.axhline(value, color="gray", linestyle="--", label=label)
-    for ax, label in ((ax_wer, "WER (%)"), (ax_sim, "speaker similarity")):
+        for ax, (_, value) in zip(axes, panels):
+            if math.isfinite(value(truth)):
+                ax.axhline(value(truth), color="gray", linestyle="--", label=label)
+    for ax, (label, _) in zip(axes, panels):
         ax.set_xscale("log", base=2)
-        ax.set_xlim(all_steps[0] / 1.3, all_steps[-1] * 1.3)
-        ax.set_xticks(all_steps, [str(s) for s in all_steps])
+        ax.set_xlim(all_x[0] / 1.3, all_x[-1] * 1.3)
+        ax.set_xticks(all_x, [str(x) for x in all_x])
         ax.ticklabel_format(axis="y", useOffset=False)
-        ax.set_xlabel("ODE steps / iterations")
+        ax.set_xlabel("NFE (network evaluations)" if nfe_per_step > 0 else "ODE steps / iterations")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    if ax_sim.get_legend_handles_labels()[0]:
-        ax_sim.legend(fontsize=8)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

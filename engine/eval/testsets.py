@@ -22,6 +22,9 @@ Builders, from a local copy of the corpus:
   the prompt and a 4-10 s utterance is the source. The source is taken from a *different*
   speaker (otherwise "conversion" would only copy the source's own voice); ``--task tts`` builds
   the TTS variant of section 5.1 instead.
+* demo corpus (``python -m engine demo corpus``; zero-shot VC on voices and sentences no demo model
+  was trained on, issue "Demo voice, part 2"): the source is a held-out sentence read by one held-out
+  voice, the prompt a 3 s crop of another held-out voice (a different speaker) reading another sentence.
 """
 
 from __future__ import annotations
@@ -236,4 +239,63 @@ def build_testset(
             else:
                 items.append(EvalItem(item_id, str(prompt_path), text=target.text, source=str(target.path),
                                       speaker=spk, source_speaker=src_spk))
+    return write_manifest(out_dir / "manifest.jsonl", items)
+
+
+DEMO_MIN_SOURCE_SECONDS = 3.0  # demo sentences are 1-12 s; 3-10 s keeps the short voices usable
+
+
+def build_demo_testset(
+    corpus: str | Path,
+    out_dir: str | Path,
+    *,
+    per_voice: int = 20,
+    prompt_seconds: float = PROMPT_SECONDS,
+    min_seconds: float = DEMO_MIN_SOURCE_SECONDS,
+    max_seconds: float = MAX_TARGET_SECONDS,
+    seed: int = 0,
+) -> Path:
+    """Build ``out_dir/manifest.jsonl`` (+ ``prompts/``) for VC between a demo corpus's held-out voices.
+
+    Per held-out source voice, up to ``per_voice`` (0: all) of its held-out-sentence test rows of
+    ``min_seconds``-``max_seconds`` are sources; the k-th one gets the k-th other held-out voice (of
+    another speaker, in turn) as target, whose prompt is a ``prompt_seconds`` crop of one of that
+    voice's utterances of another sentence. No training row is ever used. Deterministic in ``seed``.
+    """
+    from engine.train.extract import corpus_manifest_path, read_corpus_rows
+
+    path = corpus_manifest_path(corpus)
+    base = path.parent
+    rows = [r for r in read_corpus_rows(path) if r["heldout_voice"] and r["split"] == "test"]
+    voices = sorted({r["voice"] for r in rows})
+    if len(voices) < 2:
+        raise EngineError(f"{path} has {len(voices)} held-out voice(s); voice conversion between held-out voices needs at least two")
+    speaker_of = {r["voice"]: r.get("speaker") or r["voice"] for r in rows}
+    by_voice = {v: sorted((r for r in rows if r["voice"] == v), key=lambda r: r["id"]) for v in voices}
+
+    def utterance(r: dict) -> Utterance:
+        p = Path(r["path"])
+        return Utterance(str(r["id"]), r["voice"], p if p.is_absolute() else base / p, r["text"], float(r["duration"]))
+
+    out_dir = Path(out_dir)
+    items: list[EvalItem] = []
+    for voice in voices:
+        targets = [v for v in voices if v != voice and speaker_of[v] != speaker_of[voice]]
+        if not targets:
+            continue
+        sources = [r for r in by_voice[voice] if r["heldout_sentence"] and min_seconds <= float(r["duration"]) <= max_seconds]
+        rng = random.Random(f"{seed}-{voice}")
+        rng.shuffle(sources)
+        for k, src in enumerate(sources[: per_voice if per_voice > 0 else len(sources)]):
+            target = targets[k % len(targets)]
+            prompts = [r for r in by_voice[target] if r["sentence_id"] != src["sentence_id"] and float(r["duration"]) >= prompt_seconds]
+            if not prompts:
+                continue
+            item_id = f"{src['id']}-to-{target}"
+            prompt = _crop_prompt(utterance(rng.choice(prompts)), out_dir / "prompts" / f"{item_id}.wav", rng, prompt_seconds)
+            items.append(EvalItem(item_id, str(prompt), text=src["text"], source=str(utterance(src).path),
+                                  speaker=target, source_speaker=voice))
+    if not items:
+        raise EngineError(f"no held-out voice in {path} has a {min_seconds:g}-{max_seconds:g} s held-out sentence and another "
+                          f"held-out voice with a {prompt_seconds:g} s utterance to prompt with")
     return write_manifest(out_dir / "manifest.jsonl", items)

@@ -114,9 +114,17 @@ class FlowPerceptual:
         chain = chain or self.default_chain
         if chain not in ("implicit", "explicit"):
             raise ValueError(f"unknown chain {chain!r}; use implicit or explicit")
+        if chain not in self._models and not self.cfg.random_init and self.cfg.other_chain_path:
+            other = self._prepare(FlowModel.from_pretrained(self.cfg.other_chain_path, codec=self.codec.name, device=self.device)
+                                  .cast_weights(self.dtype))
+            if other.cfg.chain != chain:
+                raise EngineError(f"perceptual.flow.other_chain_path {self.cfg.other_chain_path} holds a {other.cfg.chain}-chain model, "
+                                  f"not the {chain} chain that was asked for")
+            self._models[chain] = other
         if chain not in self._models:
             if not self.cfg.random_init:
-                raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain is needed")
+                raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain "
+                                  f"is needed (set perceptual.flow.other_chain_path to one)")
             cfg = FlowModelConfig.preset(self.cfg.size, feature_dim=self.codec.dim, codec=self.codec.name, chain=chain)
             self._models[chain] = self._prepare(_seeded(self.cfg.seed, lambda: FlowModel(cfg)).to(self.device).eval().cast_weights(self.dtype))
         return self._models[chain]

@@ -3,6 +3,8 @@
 Chains (``FlowChain``):
   implicit: prior N(zs, I) (the "semantic prior"), target the complete embedding z.
   explicit: prior N(0, I), target the perceptual embedding zp = z - zs; output zs + zp'.
+``noise_scale`` [D] (default ones) is the prior noise's std per dimension of the space the model
+works in: FlowModel passes 1 / feature_std when the prior is meant in the raw embedding space.
 The estimator is injected: ``estimator.condition(context, semantic) -> cond`` is computed once
 per call, ``estimator.velocity(x, t, cond, mask) -> v`` once per ODE evaluation.
 Voice prompting: a prefix of the complete embedding is shown as ``context`` (zeros elsewhere);
@@ -54,10 +56,11 @@ class ConditionalFlowMatching(nn.Module):
         return semantic if self.chain.semantic_prior else torch.zeros_like(semantic)
 
     def loss(
-        self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None, prompt_lengths: Tensor | None = None
+        self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None, prompt_lengths: Tensor | None = None,
+        noise_scale: Tensor | None = None,
     ) -> tuple[Tensor, dict]:
         """Masked MSE on the optimal-transport path. complete/semantic [B, N, D]; lengths [B] frames;
-        prompt_lengths [B] (default: drawn per sample)."""
+        prompt_lengths [B] (default: drawn per sample); noise_scale [D]: the prior noise's std (default 1)."""
         b, n, _ = complete.shape
         dev = complete.device
         rng_dev = generator.device if generator is not None else dev  # draw where the generator lives, else on the data's device
@@ -74,7 +77,8 @@ class ConditionalFlowMatching(nn.Module):
             prompt_shown = prompt
         context = complete * prompt_shown[..., None]
         target = complete - semantic if self.chain.predict_perceptual else complete
-        x0 = torch.randn(complete.shape, generator=generator, device=rng_dev).to(dev) + self.prior_mean(semantic)
+        eps = torch.randn(complete.shape, generator=generator, device=rng_dev).to(dev)
+        x0 = (eps if noise_scale is None else eps * noise_scale.to(dev, eps.dtype)) + self.prior_mean(semantic)
         t = torch.rand(b, generator=generator, device=rng_dev).to(dev)
         tt = t[:, None, None]
         xt = (1 - (1 - self.sigma_min) * tt) * x0 + tt * target

@@ -10,6 +10,9 @@ class FlowConfig:
     """Continuous perceptual model: flow-matching Conformer (paper 3.3)."""
 
     path: str | None = None  # our folder (config.yaml + model.safetensors), an official folder, or a hub id
+    # a second model, trained for the other chain, loaded when a request asks for that chain
+    # (chain comparisons: `eval vc --chain implicit,explicit`); None: only `path`'s chain is served
+    other_chain_path: str | None = None
     random_init: bool = False  # tiny profile: build a random model of `size` in code
     size: str = "base"  # tiny | base | large (used with random_init)
     seed: int = 0

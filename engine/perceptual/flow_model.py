@@ -31,6 +31,8 @@ from engine.perceptual.solvers import interpolate
 SIZES: dict[str, ConformerConfig] = {
     # paper Appendix A: 1024 hidden, 16 heads, 4096 FFN; 6 (small), 12 (base), 24 (large) layers
     "tiny": ConformerConfig(dim=64, depth=4, heads=4, conv_kernel=31, unet=True),
+    # the demo profile (assets/configs/train/flow_demo.yaml): trained here on 2 CPU cores in about 2 hours
+    "demo": ConformerConfig(dim=192, depth=6, heads=4, ff_mult=4, conv_kernel=31, unet=True),
     "small": ConformerConfig(dim=1024, depth=6, heads=16, unet=True),
     "base": ConformerConfig(dim=1024, depth=12, heads=16, unet=True),
     "large": ConformerConfig(dim=1024, depth=24, heads=16, unet=True),
@@ -52,6 +54,12 @@ class FlowModelConfig:
     codec: str = "hubert_avg"  # the codec whose embeddings this model was trained on
     official_mode: bool = False  # converted from the authors' format (informational)
     time_embedding: str = "raw"  # raw: t as one input channel (official) | sinusoidal: embedding + MLP
+    # where the prior's unit-variance noise lives. The network always works on features standardised
+    # per dimension with feature_mean/std; the prior's mean is the semantic embedding in both cases.
+    #   standardized: x0 ~ N(zs, I) in the standardised space (noise std 1 per standardised dimension)
+    #   raw: x0 ~ N(zs, I) in the codec's raw embedding space, as the paper writes it (noise std
+    #        1 / feature_std per standardised dimension). Official checkpoints have identity stats: the same.
+    prior_space: str = "standardized"  # standardized | raw
 
     @property
     def semantic_input(self) -> bool:
@@ -70,6 +78,8 @@ class FlowModelConfig:
             raise ValueError(f"unknown chain {self.chain!r}; use implicit or explicit")
         if self.time_embedding not in ("raw", "sinusoidal"):
             raise ValueError(f"unknown time embedding {self.time_embedding!r}; use raw or sinusoidal")
+        if self.prior_space not in ("standardized", "raw"):
+            raise ValueError(f"unknown prior space {self.prior_space!r}; use standardized or raw")
 
 
 TIME_FEATURES = 256  # width of the sinusoidal time features (time_embedding="sinusoidal")
@@ -184,12 +194,20 @@ class FlowModel(nn.Module):
     def denormalize(self, emb: Tensor) -> Tensor:
         return emb * self.feature_std + self.feature_mean
 
+    def prior_noise_scale(self) -> Tensor:
+        """Std of the prior's noise per standardised dimension [F]: ones (``prior_space`` standardized)
+        or 1 / feature_std (raw: unit variance in the codec's raw embedding space)."""
+        if self.cfg.prior_space == "raw":
+            return 1.0 / self.feature_std
+        return torch.ones_like(self.feature_std)
+
     # -------------------------------------------------------------- training
     def loss(
         self, complete: Tensor, semantic: Tensor, lengths: Tensor, generator: torch.Generator | None = None, prompt_lengths: Tensor | None = None
     ) -> tuple[Tensor, dict]:
         """complete/semantic embeddings [B, N, F] (raw codec space), lengths [B]."""
-        return self.cfm.loss(self.normalize(complete), self.normalize(semantic), lengths, generator, prompt_lengths)
+        return self.cfm.loss(self.normalize(complete), self.normalize(semantic), lengths, generator, prompt_lengths,
+                             noise_scale=self.prior_noise_scale())
 
     # -------------------------------------------------------------- inference
     @torch.no_grad()
@@ -232,6 +250,7 @@ class FlowModel(nn.Module):
         semantic_full = torch.zeros(b, n, f, device=dev)
         y0 = torch.zeros(b, n, f, device=dev)
         mask = torch.zeros(b, n, dtype=torch.bool, device=dev)
+        scale = self.prior_noise_scale()  # [F]
         for i in range(b):
             p, t = p_len[i], t_len[i]
             if p:
@@ -246,7 +265,7 @@ class FlowModel(nn.Module):
             else:
                 gen = torch.Generator().manual_seed(seed + i) if seed is not None else None
                 eps = torch.randn(p + t, f, generator=gen)
-            y0[i, : p + t] = temperature * eps.to(dev)
+            y0[i, : p + t] = temperature * eps.to(dev) * scale
         y0 = y0 + self.cfm.prior_mean(semantic_full) * mask[..., None]
         x1 = self.cfm.sample(y0, context, semantic_full, None if bool(mask.all()) else mask, steps, method, schedule, guidance_scale,
                              velocity=self._velocity)

@@ -7,6 +7,10 @@ the root), a text list (``path`` or ``path<TAB>transcript`` per line) or JSONL (
 ``batch_frames`` padded frames (on the codec's device: the GPU when there is one), with audio
 decoded ahead in threads. Finished ids are skipped on a rerun; files that cannot be used are
 listed with the reason in ``failed.tsv`` (rewritten by every run, so it lists what still fails).
+
+A demo corpus (``python -m engine demo corpus``) is read from its ``manifest.jsonl`` with
+``list_corpus_items``: one split only, and for ``train`` every held-out voice and held-out sentence
+is kept out, whatever a row's own ``split`` says.
 """
 
 from __future__ import annotations
@@ -93,6 +97,70 @@ def list_items(source: str | Path) -> list[Item]:
     return items
 
 
+CORPUS_MANIFEST = "manifest.jsonl"
+CORPUS_FIELDS = ("id", "path", "voice", "text", "sentence_id", "split", "heldout_voice", "heldout_sentence")
+SPLITS = ("train", "test", "all")
+
+
+def corpus_manifest_path(corpus: str | Path) -> Path:
+    """``corpus`` itself when it is a file, else ``corpus/manifest.jsonl``."""
+    corpus = Path(corpus)
+    path = corpus / CORPUS_MANIFEST if corpus.is_dir() else corpus
+    if not path.is_file():
+        raise FileNotFoundError(f"no demo-corpus manifest at {path}; build the corpus with `python -m engine demo corpus --out DIR`")
+    return path
+
+
+def read_corpus_rows(corpus: str | Path) -> list[dict]:
+    """The rows of a demo corpus's ``manifest.jsonl`` (checked for the fields the split needs)."""
+    path = corpus_manifest_path(corpus)
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} line {n}: not JSON ({exc.msg})") from exc
+        missing = [k for k in CORPUS_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"{path} line {n}: missing field(s) {missing}; is this a `python -m engine demo corpus` manifest?")
+        rows.append(row)
+    return rows
+
+
+def select_split(rows: list[dict], split: str = "train") -> tuple[list[dict], int]:
+    """The rows of ``split`` (train | test | all) and how many rows of that split were dropped.
+
+    ``train`` is defended in depth: a row is kept only when its split is ``train`` *and* neither its
+    voice nor its sentence (by id or by spoken text) is held out anywhere in the manifest, so a
+    mislabelled row can never bring a held-out voice or sentence into training."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
+    if split == "all":
+        return list(rows), 0
+    if split == "test":
+        return [r for r in rows if r["split"] == "test"], 0
+    voices = {r["voice"] for r in rows if r["heldout_voice"]}
+    sentences = {r["sentence_id"] for r in rows if r["heldout_sentence"]}
+    texts = {" ".join(str(r["text"]).lower().split()) for r in rows if r["heldout_sentence"]}
+    labelled = [r for r in rows if r["split"] == "train"]
+    kept = [r for r in labelled if not r["heldout_voice"] and not r["heldout_sentence"] and r["voice"] not in voices
+            and r["sentence_id"] not in sentences and " ".join(str(r["text"]).lower().split()) not in texts]
+    return kept, len(labelled) - len(kept)
+
+
+def list_corpus_items(corpus: str | Path, split: str = "train") -> list[Item]:
+    """The items of one split of a demo corpus (folder or its manifest.jsonl); speaker = the row's voice."""
+    path = corpus_manifest_path(corpus)
+    rows, dropped = select_split(read_corpus_rows(path), split)
+    if dropped:
+        log.warning("%d %s rows of %s name a held-out voice or sentence; they are left out", dropped, split, path)
+    base = path.parent
+    return [Item(str(r["id"]), Path(r["path"]) if Path(r["path"]).is_absolute() else base / r["path"], r.get("text"), r.get("voice"))
+            for r in rows]
+
+
 def _duration(item: Item) -> float:
     import soundfile as sf
 
@@ -175,12 +243,14 @@ def extract(
     progress: bool = True,
     max_seconds: float | None = 120.0,
     workers: int = 4,
+    items: list[Item] | None = None,
 ) -> dict:
-    """Encode every item of ``source`` not yet in ``out``; returns counts
-    {total, encoded, skipped_existing, failed}. Failures are listed in ``out/failed.tsv``."""
+    """Encode every item of ``source`` (or the given ``items``, e.g. ``list_corpus_items``) not yet
+    in ``out``; returns counts {total, encoded, skipped_existing, failed}. Failures are listed in
+    ``out/failed.tsv``."""
     from tqdm.auto import tqdm
 
-    items = list_items(source)
+    items = list_items(source) if items is None else list(items)
     writer = ShardWriter(out, codec.name, shard_size=shard_size)
     failures: list[tuple[Item, str]] = []
     seen: set[str] = set()

@@ -28,6 +28,8 @@ class FlowModelSpec:
     sigma_min: float = 0.0
     max_prompt_frames: int = 300
     prompt_dropout: float = 0.1  # enables classifier-free guidance on the voice prompt
+    prior_space: str = "standardized"  # standardized | raw: where the prior's N(zs, I) lives (FlowModelConfig)
+    time_embedding: str = "raw"  # raw | sinusoidal (FlowModelConfig)
 
 
 @dataclass
@@ -70,6 +72,7 @@ def build_model(spec: FlowModelSpec, codec: Codec) -> FlowModel:
     cfg = FlowModelConfig.preset(
         spec.size, feature_dim=codec.dim, codec=codec.name, chain=spec.chain, concat_semantic=spec.concat_semantic,
         sigma_min=spec.sigma_min, max_prompt_frames=spec.max_prompt_frames, prompt_dropout=spec.prompt_dropout,
+        prior_space=spec.prior_space, time_embedding=spec.time_embedding,
     )
     return FlowModel(cfg)
 
