@@ -242,3 +242,25 @@ def test_compile_buckets_pad_and_mask_without_changing_outputs():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="bucket_frames"):
         model.enable_compile(bucket_frames=0)
+
+
+def test_channel_norm_channel_last_matches_and_trains():
+    """forward_last equals forward in value and in gradient (the fast inference kernel's statistics
+    carry no gradient, so training must take the differentiable route)."""
+    from engine.perceptual.conformer import ChannelNorm
+
+    torch.manual_seed(0)
+    norm = ChannelNorm(8)
+    with torch.no_grad():
+        norm.gamma.mul_(torch.linspace(0.5, 1.5, 8).view_as(norm.gamma))
+    x = torch.randn(2, 8, 5, requires_grad=True)  # [B, C, N]
+    ref = norm(x)
+    (ref * torch.arange(80.0).view(2, 8, 5)).sum().backward()
+    g_ref = x.grad.clone()
+    x.grad = None
+    last = norm.forward_last(x.transpose(1, 2))  # [B, N, C]
+    torch.testing.assert_close(last.transpose(1, 2), ref, atol=1e-5, rtol=1e-5)
+    (last.transpose(1, 2) * torch.arange(80.0).view(2, 8, 5)).sum().backward()
+    torch.testing.assert_close(x.grad, g_ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # the inference kernel gives the same values
+        torch.testing.assert_close(norm.forward_last(x.transpose(1, 2)).transpose(1, 2), ref, atol=1e-5, rtol=1e-5)

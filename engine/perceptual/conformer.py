@@ -112,6 +112,11 @@ class ChannelNorm(nn.Module):
         """The same normalisation for channel-last input [B, N, C]. The statistics come from the layer-norm
         kernel (much faster than var_mean here) with no epsilon: its 1/sqrt(var), capped at 1/sqrt(eps),
         is exactly 1/sqrt(max(var, eps))."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.gamma.requires_grad):
+            # training: the layer-norm kernel's mean/rstd outputs carry no gradient, so take the
+            # differentiable route (without this, gradients miss the statistics' terms)
+            var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+            return (x - mean) * var.clamp(min=self.eps).rsqrt() * self.gamma.view(-1)
         _, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), None, None, 0.0)
         return (x - mean) * rstd.clamp(max=self.eps ** -0.5).to(x.dtype) * self.gamma.view(-1)
 
