@@ -219,3 +219,21 @@ def test_vocoder_precision_choice():
     assert vocoder_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError, match="vocoder_dtype"):
         vocoder_dtype("fp8", torch.device("cpu"))
+
+
+def test_bench_codec_prints_the_speed(tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = MelCodecModel(TINY)
+    from engine.melcodec.model import init_codebooks
+
+    init_codebooks(model, torch.randn(400, 16), batch_frames=400)
+    folder = model.save_pretrained(tmp_path / "codec")
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "codec", "--profile", "demo", "--set", f"codec.path={folder}",
+                          "--seconds", "2", "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert "2.0 s of audio" in run.stdout and "1 torch threads" in run.stdout
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("encode + decode: ") and float(last.split()[3].rstrip("x")) > 0

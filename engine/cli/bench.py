@@ -11,6 +11,7 @@ BENCHES = {
     "semantic": ("engine.eval.bench_semantic", "LLM tokens per second and time to first unit"),
     "perceptual": ("engine.eval.bench_perceptual", "flow model time per call and RTF per size and NFE"),
     "e2e": ("engine.eval.bench_e2e", "time to first audio and RTF for TTS, conversion and a chat turn"),
+    "codec": ("engine.eval.bench_codec", "codec encode and decode time against audio time"),
     "stream": ("engine.eval.bench_stream", "time to first audio and per-chunk cost of seamless streamed speech vs independent chunks"),
 }
 
