@@ -62,25 +62,15 @@ def http_warning(host: str, share: bool, tls: bool) -> str | None:
 def private_temp_dir(base: str | Path | None = None) -> Path:
     """A temporary folder for this process (Gradio's uploads and cache, our outputs), removed at
     exit; folders left by processes that died are removed now."""
+    from app.stale import remove_dead_folders
+
     base = Path(base or tempfile.gettempdir())
-    for old in base.glob(f"{TEMP_PREFIX}*"):
-        pid = old.name[len(TEMP_PREFIX):]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+    remove_dead_folders(base, TEMP_PREFIX)
     folder = base / f"{TEMP_PREFIX}{os.getpid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     atexit.register(shutil.rmtree, folder, True)
     return folder
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
 
 
 def api_routes(engine, api_key: str | None, auth, max_upload_bytes: int | None = None) -> list:

@@ -61,20 +61,10 @@ def readable(exc: BaseException) -> gr.Error:
 
 def remove_stale_outputs(base: Path) -> None:
     """Remove output folders of UIs whose process is gone (a crash or kill skipped their cleanup)."""
-    for folder in base.glob(f"{OUT_PREFIX}*"):
-        pid = folder.name[len(OUT_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    from app.stale import remove_dead_folders
 
+    remove_dead_folders(base, OUT_PREFIX)
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def pcm16(wav: np.ndarray) -> np.ndarray:

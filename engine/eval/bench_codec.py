@@ -29,8 +29,6 @@ def _default_input(config, seconds: float):
 
 
 def run(args: argparse.Namespace, config) -> int:
-    import torch
-
     from engine.audio import SAMPLE_RATE, load_audio
     from engine.codec import Codec
     from engine.threads import apply_cpu_threads
