@@ -237,3 +237,17 @@ def test_bench_codec_prints_the_speed(tmp_path):
     assert "2.0 s of audio" in run.stdout and "1 torch threads" in run.stdout
     last = run.stdout.strip().splitlines()[-1]
     assert last.startswith("encode + decode: ") and float(last.split()[3].rstrip("x")) > 0
+
+
+def test_nearest_centroid_leaves_the_whole_utterance_out():
+    from engine.eval.codec_eval import nearest_centroid_accuracy, segment_pool
+
+    assert segment_pool(np.ones((120, 4)), 50).shape == (2, 4) and segment_pool(np.ones((10, 4)), 50).shape == (1, 4)
+    # each "utterance" is a tight cluster of its own; voices share nothing else: with the segments
+    # of an utterance vouching for each other it looks perfect, leaving the utterance out it does not
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(8) * 5 + rng.standard_normal((3, 8)) * 0.1 for _ in range(6)])
+    labels = [v for v in "aabbcc" for _ in range(3)]
+    groups = [str(u) for u in range(6) for _ in range(3)]
+    assert nearest_centroid_accuracy(x, labels) == 1.0
+    assert nearest_centroid_accuracy(x, labels, groups) < 0.7

@@ -3,8 +3,9 @@
 For each test utterance: resynthesis from all 8 RVQ layers and from RVQ-1 alone, scored with
 Whisper (WER against the corpus text, and the original audio's own WER beside it) and the speaker
 encoder (similarity of each resynthesis to the original). The RVQ split is checked with a
-nearest-centroid speaker classifier on mean-pooled embeddings: RVQ-1 (semantic) against RVQ-2..8
-(perceptual); if RVQ-1 carries content and not the voice, its accuracy is clearly lower.
+nearest-centroid speaker classifier on embeddings mean-pooled over each second (leave one utterance
+out): RVQ-1 (semantic) against RVQ-2..8 (perceptual); if RVQ-1 carries content and not the voice,
+its accuracy is clearly lower.
 Speed: encode and decode time against audio time (a benchmark line, not a test).
 """
 
@@ -73,7 +74,7 @@ class CodecReport:
             f"| WER resynthesis, RVQ-1 only | {self.wer_resynth1 * 100:.1f} % |",
             f"| speaker similarity to original, 8 layers | {self.sim_resynth8:.3f} |",
             f"| speaker similarity to original, RVQ-1 only | {self.sim_resynth1:.3f} |",
-            f"| speaker accuracy (nearest centroid, {self.speaker_classes} voices) from RVQ-1 | {self.speaker_acc_rvq1 * 100:.1f} % |",
+            f"| speaker accuracy (nearest centroid on 1 s segments, {self.speaker_classes} held-out voices) from RVQ-1 | {self.speaker_acc_rvq1 * 100:.1f} % |",
             f"| speaker accuracy from RVQ-2..8 | {self.speaker_acc_rvq2_8 * 100:.1f} % |",
             f"| speaker accuracy over all {self.all_voices_classes} test-split voices, RVQ-1 / RVQ-2..8 | "
             f"{self.all_voices_acc_rvq1 * 100:.1f} % / {self.all_voices_acc_rvq2_8 * 100:.1f} % |",
@@ -113,37 +114,58 @@ def pick_items(items: list[CodecItem], per_voice: int, seed: int = 0) -> list[Co
     return out
 
 
-def nearest_centroid_accuracy(features: np.ndarray, labels: list[str]) -> float:
-    """Leave-one-out nearest-centroid accuracy (cosine) of utterance vectors [N, D] by label."""
+def nearest_centroid_accuracy(features: np.ndarray, labels: list[str], groups: list[str] | None = None) -> float:
+    """Leave-one-out nearest-centroid accuracy (cosine) of vectors [N, D] by label. With ``groups``
+    (e.g. the utterance of each segment), all vectors of a vector's own group are left out of its
+    class centroid, so segments of one utterance never vouch for each other."""
     x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-9)
     labels_arr = np.asarray(labels)
+    groups_arr = np.asarray(groups if groups is not None else [str(i) for i in range(len(labels))])
     classes = sorted(set(labels))
     sums = {c: x[labels_arr == c].sum(0) for c in classes}
     counts = {c: int((labels_arr == c).sum()) for c in classes}
+    group_sums = {g: x[groups_arr == g].sum(0) for g in set(groups_arr.tolist())}
+    group_counts = {g: int((groups_arr == g).sum()) for g in group_sums}
     correct = 0
     for i, label in enumerate(labels):
         best, best_score = None, -np.inf
         for c in classes:
             s, n = sums[c], counts[c]
             if c == label:
-                if n < 2:
+                g = groups_arr[i]
+                s, n = s - group_sums[g], n - group_counts[g]
+                if n < 1:
                     continue
-                s, n = s - x[i], n - 1
-            score = float(np.dot(x[i], s / n) / max(np.linalg.norm(s / n), 1e-9))
+            centre = s / n
+            score = float(np.dot(x[i], centre) / max(np.linalg.norm(centre), 1e-9))
             if score > best_score:
                 best, best_score = c, score
         correct += best == label
     return correct / max(len(labels), 1)
 
 
-def pooled_embeddings(codec, items: list[CodecItem]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Mean-pooled RVQ-1 and RVQ-2..8 embeddings [N, D] of each item, and the voice labels."""
-    p1, p2 = [], []
+def segment_pool(emb: np.ndarray, frames: int) -> np.ndarray:
+    """Mean of each whole ``frames``-long segment of [T, D] (at least one: the whole utterance)."""
+    n = emb.shape[0] // frames
+    if n == 0:
+        return emb.mean(0, keepdims=True)
+    return emb[: n * frames].reshape(n, frames, -1).mean(1)
+
+
+SEGMENT_FRAMES = 50  # 1 s: the speaker classifier pools each second of an utterance
+
+
+def pooled_embeddings(codec, items: list[CodecItem]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Mean-pooled RVQ-1 and RVQ-2..8 embeddings [N, D] of each 1 s segment, voice labels and utterance ids."""
+    p1, p2, labels, groups = [], [], [], []
     for item in items:
         enc = codec.encode(load_audio(item.path))
-        p1.append(enc.semantic_emb.mean(0).numpy())
-        p2.append(enc.perceptual_emb.mean(0).numpy())
-    return np.stack(p1), np.stack(p2), [i.voice for i in items]
+        a, b = segment_pool(enc.semantic_emb.numpy(), SEGMENT_FRAMES), segment_pool(enc.perceptual_emb.numpy(), SEGMENT_FRAMES)
+        p1.append(a)
+        p2.append(b)
+        labels += [item.voice] * len(a)
+        groups += [item.id] * len(a)
+    return np.concatenate(p1), np.concatenate(p2), labels, groups
 
 
 def evaluate_codec(codec, items: list[CodecItem], asr, speaker: SpeakerEncoder, out_dir: str | Path | None = None,
@@ -156,6 +178,8 @@ def evaluate_codec(codec, items: list[CodecItem], asr, speaker: SpeakerEncoder, 
         (out / "audio").mkdir(parents=True, exist_ok=True)
     wer = {"orig": WerStats(), "r8": WerStats(), "r1": WerStats()}
     sims8, sims1, pooled1, pooled2, labels, rows = [], [], [], [], [], []
+    seg_labels: list[str] = []
+    seg_groups: list[str] = []
     audio_s = enc_s = dec_s = 0.0
     for n, item in enumerate(items, 1):
         wav = load_audio(item.path)
@@ -175,9 +199,12 @@ def evaluate_codec(codec, items: list[CodecItem], asr, speaker: SpeakerEncoder, 
         s8, s1 = cosine(e0, speaker.embed(y8)), cosine(e0, speaker.embed(y1))
         sims8.append(s8)
         sims1.append(s1)
-        pooled1.append(enc.semantic_emb.mean(0).numpy())
-        pooled2.append(enc.perceptual_emb.mean(0).numpy())
+        seg1 = segment_pool(enc.semantic_emb.numpy(), SEGMENT_FRAMES)
+        pooled1.append(seg1)
+        pooled2.append(segment_pool(enc.perceptual_emb.numpy(), SEGMENT_FRAMES))
         labels.append(item.voice)
+        seg_labels += [item.voice] * len(seg1)
+        seg_groups += [item.id] * len(seg1)
         rows.append({"id": item.id, "voice": item.voice, "text": item.text, **{f"asr_{k}": v for k, v in hyps.items()},
                      "sim8": s8, "sim1": s1})
         if out is not None:
@@ -193,15 +220,15 @@ def evaluate_codec(codec, items: list[CodecItem], asr, speaker: SpeakerEncoder, 
         codec=codec.name, items=len(items), voices=sorted(set(labels)),
         wer_original=wer["orig"].wer, wer_resynth8=wer["r8"].wer, wer_resynth1=wer["r1"].wer,
         sim_resynth8=float(np.mean(sims8)) if sims8 else float("nan"), sim_resynth1=float(np.mean(sims1)) if sims1 else float("nan"),
-        speaker_acc_rvq1=nearest_centroid_accuracy(np.stack(pooled1), labels) if labels else float("nan"),
-        speaker_acc_rvq2_8=nearest_centroid_accuracy(np.stack(pooled2), labels) if labels else float("nan"),
+        speaker_acc_rvq1=nearest_centroid_accuracy(np.concatenate(pooled1), seg_labels, seg_groups) if labels else float("nan"),
+        speaker_acc_rvq2_8=nearest_centroid_accuracy(np.concatenate(pooled2), seg_labels, seg_groups) if labels else float("nan"),
         speaker_classes=len(set(labels)), audio_seconds=audio_s, encode_seconds=enc_s, decode_seconds=dec_s,
         asr=getattr(asr, "name", ""), speaker_encoder=getattr(speaker, "name", ""), per_voice=per_voice,
     )
     if classifier_items:
-        a1, a2, lab = pooled_embeddings(codec, classifier_items)
-        report.all_voices_acc_rvq1 = nearest_centroid_accuracy(a1, lab)
-        report.all_voices_acc_rvq2_8 = nearest_centroid_accuracy(a2, lab)
+        a1, a2, lab, grp = pooled_embeddings(codec, classifier_items)
+        report.all_voices_acc_rvq1 = nearest_centroid_accuracy(a1, lab, grp)
+        report.all_voices_acc_rvq2_8 = nearest_centroid_accuracy(a2, lab, grp)
         report.all_voices_classes = len(set(lab))
     if out is not None:
         (out / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
