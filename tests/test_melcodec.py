@@ -144,6 +144,8 @@ def test_every_loss_trains_its_part(corpus):
     assert set(logs) >= {"mel_l1", "semantic_cos", "commit", "n_q"}
     dropped = CodecLoss(TINY, CodecLossConfig(quantizer_dropout=1.0), seed=3)
     assert {int(dropped(model, batch)[1]["n_q"]) for _ in range(8)} != {8}
+    alone = CodecLoss(TINY, CodecLossConfig(quantizer_dropout=1.0, rvq1_share=1.0))
+    assert {int(alone(model, batch)[1]["n_q"]) for _ in range(4)} == {1}
 
 
 def test_train_resume_and_load(corpus, tmp_path):

@@ -39,6 +39,7 @@ class CodecLossConfig:
     semantic: float = 1.0
     commit: float = 1.0
     quantizer_dropout: float = 0.3  # share of batches decoded from a random number (1..8) of layers
+    rvq1_share: float = 0.0  # of those batches, the share decoded from RVQ-1 alone (the rest: uniform 1..8)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class CodecLoss:
         wav, mask = batch["wav"], batch["mask"]  # [B, S], [B, T]
         n_q = model.n_q
         if model.training and self.rng.random() < self.w.quantizer_dropout:
-            n_q = int(self.rng.integers(1, model.n_q + 1))
+            n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
         latent = model.encoder(wav[:, None])  # [B, D, T]
         quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
         mel_pred = model.decoder.mel(quantized)  # [B, 80, M]
