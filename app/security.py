@@ -258,6 +258,18 @@ class SecurityGate:
                 message = f"the request body is over the limit of {self.limit_for(path, _header(scope, b'content-type')) / 2**20:.1f} MB"
                 await (_api_error(send, 413, message, "request_too_large") if self.is_bearer_route(path) else _json(send, 413, message))
 
+    async def _guarded_status(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        """Serve the request through the size guard; the HTTP status it answered with (None if none)."""
+        status: list[int] = []
+
+        async def watching(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        await self._guarded(scope, receive, watching)
+        return status[0] if status else None
+
     async def _bearer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A Bearer API request: refused 429 while its client must wait after failed tries; a
         token the API refuses (401) counts as a failure, an accepted one clears the count."""
@@ -268,17 +280,10 @@ class SecurityGate:
             await _api_error(send, 429, f"too many failed sign-ins or API keys; try again in {seconds} s", "rate_limit_exceeded",
                              [(b"retry-after", str(seconds).encode())])
             return
-        status: list[int] = []
-
-        async def watching(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
-        await self._guarded(scope, receive, watching)
-        if _header(scope, b"authorization") is None or not status:
+        status = await self._guarded_status(scope, receive, send)
+        if _header(scope, b"authorization") is None or status is None:
             return  # no token given: nothing was guessed
-        if status[0] == 401:
+        if status == 401:
             self.throttle.failed(client)
         else:
             self.throttle.succeeded(client)
@@ -290,15 +295,8 @@ class SecurityGate:
             seconds = int(wait) + 1
             await _json(send, 429, f"too many failed sign-ins; try again in {seconds} s", [(b"retry-after", str(seconds).encode())])
             return
-        status: list[int] = []
-
-        async def watching(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
-        await self._guarded(scope, receive, watching)
-        if status and 200 <= status[0] < 300:
+        status = await self._guarded_status(scope, receive, send)
+        if status is not None and 200 <= status < 300:
             self.throttle.succeeded(client)
         else:
             self.throttle.failed(client)
