@@ -180,9 +180,9 @@ class Codec:
         if config.get("kind") == "mel":  # the demo codec (engine.melcodec)
             from engine.melcodec.model import MelCodecModel
 
-            model = MelCodecModel.from_pretrained(cfg_path.parent, weights_file=weights_path.name)
             if weights_path.parent != cfg_path.parent:
                 raise ModelUnavailableError(f"the demo codec's {config_file} and {weights_file} must sit in one folder")
+            model = MelCodecModel.from_pretrained(cfg_path.parent, weights_file=weights_path.name)
             return cls(model, name=name or model.cfg.name, device=device, dtype=dtype)
         model = cls._build(config)
         try:

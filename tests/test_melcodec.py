@@ -34,8 +34,8 @@ def _corpus(tmp_path: Path) -> Path:
             wav = soxr.resample(wav, sr, 16000).astype(np.float32)
             rel = f"{voice}/{voice}_{k}.wav"
             sf.write(root / rel, wav, 16000)
-            rows.append({"id": f"{voice}_{k}", "path": rel, "voice": f"flite_{voice}", "text": text, "duration": wav.size / 16000,
-                         "split": split, "heldout_voice": split == "test"})
+            rows.append({"id": f"{voice}_{k}", "path": rel, "voice": f"flite_{voice}", "text": text, "sentence_id": f"s{k}",
+                         "duration": wav.size / 16000, "split": split, "heldout_voice": split == "test", "heldout_sentence": False})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

@@ -85,21 +85,13 @@ class CodecReport:
 
 
 def read_test_items(corpus: str | Path, heldout_voices_only: bool = True) -> list[CodecItem]:
-    """The corpus's test split (held-out voices only by default) from ``manifest.jsonl``."""
-    corpus = Path(corpus)
-    items = []
-    with open(corpus / "manifest.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("split") != "test":
-                continue
-            held = bool(row.get("heldout_voice", False))
-            if heldout_voices_only and not held:
-                continue
-            items.append(CodecItem(str(row["id"]), str(row["voice"]), str(row["text"]), corpus / row["path"], held))
-    return items
+    """The corpus's test split (held-out voices only by default), read as extraction reads it."""
+    from engine.train.extract import corpus_manifest_path, read_corpus_rows, select_split
+
+    base = corpus_manifest_path(corpus).parent
+    rows, _ = select_split(read_corpus_rows(base), "test")
+    return [CodecItem(str(r["id"]), str(r["voice"]), str(r["text"]), base / r["path"], bool(r["heldout_voice"]))
+            for r in rows if r["heldout_voice"] or not heldout_voices_only]
 
 
 def pick_items(items: list[CodecItem], per_voice: int, seed: int = 0) -> list[CodecItem]:

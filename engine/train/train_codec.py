@@ -14,7 +14,6 @@ alone, so that ``codec --layers 1`` gives speech with the content and an average
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,22 +64,13 @@ class Utterance:
 
 
 def read_corpus(corpus: str | Path, split: str = "train") -> list[Utterance]:
-    """Utterances of one split from ``manifest.jsonl`` (written by ``python -m engine demo corpus``)."""
-    corpus = Path(corpus)
-    manifest = corpus / "manifest.jsonl"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found; build the corpus with `python -m engine demo corpus --out {corpus}`")
-    out = []
-    with open(manifest, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if row.get("split", "train") != split:
-                continue
-            frames = int(-(-round(float(row["duration"]) * 16000) // 320))
-            out.append(Utterance(str(row["id"]), corpus / row["path"], frames))
-    return out
+    """Utterances of one split of a ``python -m engine demo corpus`` folder (extraction's reader and
+    split rules: a training row never names a held-out voice or sentence)."""
+    from engine.train.extract import corpus_manifest_path, read_corpus_rows, select_split
+
+    base = corpus_manifest_path(corpus).parent
+    rows, _ = select_split(read_corpus_rows(base), split)
+    return [Utterance(str(r["id"]), base / r["path"], int(-(-round(float(r["duration"]) * 16000) // 320))) for r in rows]
 
 
 class SegmentDataset(torch.utils.data.Dataset):
