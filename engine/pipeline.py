@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Union
 
@@ -100,6 +101,7 @@ class Metrics:
     rtf: float  # total_s / audio_s (below 1 = faster than real time)
     peak_gpu_mem_mb: float | None = None
     load_s: float = 0.0  # models loaded for this request before it started (0 when they were ready)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (encode, prompt, flow, decode, ...)
 
     def summary(self, sep: str = "\n") -> str:
         """The timings; model loading, when this request did it, on a line of its own (``sep`` between lines)."""
@@ -167,6 +169,7 @@ class _Clock:
         self.device = device
         self.start = time.perf_counter()
         self.first: float | None = None
+        self.stages: dict[str, float] = {}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
@@ -174,11 +177,22 @@ class _Clock:
         if self.first is None:
             self.first = time.perf_counter() - self.start
 
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Adds the time spent inside the block to stage ``name`` (GPU work synchronised first)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
     def metrics(self, samples: int, load_s: float = 0.0) -> Metrics:
         total = time.perf_counter() - self.start
         audio = samples / SAMPLE_RATE
         mem = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-        return Metrics(self.first if self.first is not None else total, total, audio, total / max(audio, 1e-9), mem, load_s)
+        return Metrics(self.first if self.first is not None else total, total, audio, total / max(audio, 1e-9), mem, load_s, dict(self.stages))
 
 
 class Engine:
@@ -368,8 +382,8 @@ class Engine:
         return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, steps=options.steps,
                                     chain=options.chain, guidance_scale=options.guidance_scale, seed=options.seed)
 
-    def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0) -> np.ndarray:
-        """RVQ-1 units -> waveform in the prompt's voice."""
+    def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0, clock: _Clock | None = None) -> np.ndarray:
+        """RVQ-1 units -> waveform in the prompt's voice (``clock``: times the flow/decode stages)."""
         if not units:
             return np.zeros(0, dtype=np.float32)
         codec = self.codec
@@ -377,8 +391,10 @@ class Engine:
         model = self.perceptual(options.perceptual)
         seed = None if options.seed is None else options.seed + seed_offset
         tokens = torch.tensor(units, dtype=torch.long)
-        complete = model.generate(tokens, prompt, steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)  # [T, D]
-        return codec.decode(complete).numpy()
+        with clock.stage("perceptual") if clock else nullcontext():
+            complete = model.generate(tokens, prompt, steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)  # [T, D]
+        with clock.stage("decode") if clock else nullcontext():
+            return codec.decode(complete).numpy()
 
     # ------------------------------------------------------------------ tasks
     def tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
@@ -393,7 +409,8 @@ class Engine:
         clock = _Clock(self.device)
         if progress:
             progress(0.0, "preparing voice")
-        prompt = self.prompt(voice)
+        with clock.stage("prompt"):
+            prompt = self.prompt(voice)
         normalized = normalize_text(text)
         chunks = split_sentences(normalized, max_chars=self.config.pipeline.chunk_chars, min_chars=40) or [normalized]
         sampling = self._sampling(options)
@@ -403,13 +420,14 @@ class Engine:
             if progress:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
-            units = self.semantic_for("tts").speak(chunk, chunk_sampling)
+            with clock.stage("semantic"):
+                units = self.semantic_for("tts").speak(chunk, chunk_sampling)
             if not units:
                 warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
                 continue
             if progress:
                 progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
-            pieces.append(self._synthesize(units, prompt, options, seed_offset=i))
+            pieces.append(self._synthesize(units, prompt, options, seed_offset=i, clock=clock))
             clock.mark_audio()
         if not pieces:
             raise EngineError("the semantic model produced no speech for this text; try another seed or rephrase")
@@ -430,13 +448,15 @@ class Engine:
         if progress:
             progress(0.0, "reading source")
         wav = self._audio(source, "speech to convert")
-        units = self.codec.encode(wav).semantic_tokens.tolist()
+        with clock.stage("encode"):
+            units = self.codec.encode(wav).semantic_tokens.tolist()
         if progress:
             progress(0.3, "preparing voice")
-        prompt = self.prompt(voice)
+        with clock.stage("prompt"):
+            prompt = self.prompt(voice)
         if progress:
             progress(0.5, "generating")
-        out = self._synthesize(units, prompt, options)
+        out = self._synthesize(units, prompt, options, clock=clock)
         clock.mark_audio()
         if progress:
             progress(1.0, "done")

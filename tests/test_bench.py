@@ -20,6 +20,19 @@ def test_bench_e2e_prints_all_tasks(tmp_path):
     assert all(float(r[2]) > 0 for r in rows.values())
 
 
+def test_bench_e2e_conversion_of_a_fixed_length_source_with_its_stages(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "engine", "bench", "e2e", "--profile", "tiny", "--voice", "flite-slt", "--repeats", "1",
+                          "--tasks", "convert", "--source-seconds", "2.5", "--set", f"paths.voices_dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split(maxsplit=6) for line in run.stdout.splitlines() if line.startswith("convert")]
+    assert len(rows) == 1 and not any(line.startswith(("tts", "chat")) for line in run.stdout.splitlines())
+    assert abs(float(rows[0][3]) - 2.5) < 0.05  # conversion keeps the source's length
+    stages = dict(part.rsplit(" ", 1) for part in rows[0][6].split(", "))
+    assert set(stages) == {"encode", "prompt", "perceptual", "decode"} and all(float(v) >= 0 for v in stages.values())
+    assert sum(map(float, stages.values())) <= float(rows[0][2]) + 1e-3
+
+
 def test_bench_stream_prints_both_variants():
     run = subprocess.run([sys.executable, "-m", "engine", "bench", "stream", "--profile", "tiny", "--reply-seconds", "2", "--repeats", "1"],
                          capture_output=True, text=True, timeout=300)
