@@ -281,3 +281,29 @@ def test_eval_vc_both_chains_in_one_report(corpus, tmp_path, capsys):
     assert width > 1500  # three panels (WER, SIM to prompt, SIM to source), 4.5 in each at 120 dpi
     with pytest.raises(SystemExit):
         cli(["eval", "vc", "--profile", "tiny", "--manifest", str(sets / "manifest.jsonl"), "--out", str(out), "--chain", "both"])
+
+
+def test_shipped_demo_flow_model_converts_offline(one_thread, tmp_path):
+    """The demo profile's flow model (assets/models/demo/flow) loads with its codec and converts a
+    short source into another voice: same length, finite, not a copy of the source."""
+    import numpy as np
+
+    from engine.config import load_config
+    from engine.pipeline import Engine, GenerationOptions
+    from speech_helpers import flite
+
+    cfg = load_config("demo")
+    folder = REPO / cfg.perceptual.flow.path
+    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 40e6
+    engine = Engine(cfg)
+    from engine.audio import load_audio
+
+    source = load_audio(flite("The quick brown fox jumps over the lazy dog.", "rms", tmp_path / "src.wav"))  # [N] at 16 kHz
+    prompt = flite("A different voice reads this other sentence for the prompt.", "slt", tmp_path / "prompt.wav")
+    out = engine.convert((16000, source), prompt, options=GenerationOptions(steps=2, seed=0))
+    assert out.sample_rate == 16000 and np.isfinite(out.wav).all()
+    assert abs(out.wav.size - source.size) <= 320 * 2  # the codec's frame rounding
+    n = min(out.wav.size, source.size)
+    assert out.wav.std() > 1e-3 and not np.allclose(out.wav[:n], source[:n], atol=1e-2)
+    assert set(out.metrics.stages) >= {"encode", "prompt", "perceptual", "decode"}
