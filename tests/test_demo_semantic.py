@@ -184,3 +184,15 @@ def test_phoneme_model_converts_tts_input_at_inference(codes_dir, tmp_path, caps
     monkeypatch.setattr(model, "_generate", lambda prompt, *a: prompts.append(prompt) or real(prompt, *a))
     assert all(0 <= u < 1024 for u in model.speak("hello there, friend!"))
     assert f"This is input: {TextFrontEnd('phonemes')('hello there, friend!')} <eoh>." in prompts[0]
+
+
+def test_scratch_run_refuses_fine_tuning_options_and_unknown_sizes(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"task": "asr", "prompt": "[Human]: x <eoh>. [SpeechGPT]:", "response": " y<eoa>"}) + "\n")
+    with pytest.raises(SystemExit):
+        train_llm(["run", "--model", "scratch:tiny", "--data", str(data), "--out", str(tmp_path / "o"), "--lr", "1e-3"])
+    assert "--train-set train.lr=" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown scratch model size 'huge'"):
+        train_llm(["run", "--model", "scratch:huge", "--data", str(data), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        train_llm(["run", "--config", str(CONFIG), "--model", "gpt2", "--data", str(data), "--out", str(tmp_path / "o")])

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.config or (args.model or "").startswith("scratch:"):
-        return _run_scratch(parser, args)
+        return _run_scratch(r, args)
     if args.model is None:
         parser.error("give --model (a base LM to fine-tune, or scratch:SIZE) or --config (a from-scratch training YAML)")
     from engine.train.llm_finetune import FinetuneConfig, finetune
@@ -130,11 +130,21 @@ def _build_from_codes(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def _run_scratch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``run`` from scratch (``parser``: the ``run`` sub-parser, whose fine-tuning options must stay at their defaults)."""
     import logging
     import os
 
     from engine.train.llm_scratch import train_scratch
 
+    fine_tune_only = {"family": "model.family", "epochs": "train.max_steps", "lr": "train.lr", "batch_size": "data.batch_tokens",
+                      "grad_accum": "train.grad_accum", "max_length": "data.max_tokens", "warmup_steps": "train.warmup_steps",
+                      "lora": None, "bf16": "train.mixed_precision", "gradient_checkpointing": None, "save_steps": "train.save_every",
+                      "logging_steps": "train.log_every", "seed": "train.seed"}
+    for name, key in fine_tune_only.items():
+        if getattr(args, name) != parser.get_default(name):
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} is a fine-tuning option; training from scratch takes its settings from the YAML"
+                         + (f" (use --train-set {key}=...)" if key else " (not available from scratch)"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run = _scratch_config(args.config, args.train_overrides)
     if args.model is not None:
