@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "extract": "encode a corpus with the codec into sharded RVQ codes for training",
     "train-flow": "train the flow-matching perceptual model (accelerate: CPU, GPU, multi-GPU)",
     "train-soundstorm": "train the SoundStorm perceptual baseline",
-    "train-llm": "build instruction data and fine-tune the semantic LLM",
+    "train-llm": "build instruction data (from audio or extracted codes); fine-tune the semantic LLM or train a small one from scratch",
     "eval": "evaluate TTS / VC (WER, speaker similarity) or build test sets",
     "bench": "speed benchmarks: semantic, perceptual, e2e",
     "demo": "the demo profile: build the offline speech corpus (demo corpus)",

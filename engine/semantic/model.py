@@ -22,6 +22,7 @@ from torch import Tensor
 from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.decoding import EagerDecoder, StaticDecoder, make_decoder, sample_next
+from engine.semantic.frontend import TextFrontEnd
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
 from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, displayable, prompt_family
@@ -70,6 +71,9 @@ class SemanticModel:
         self.cfg = cfg
         self.name = name
         self.device = next(model.parameters()).device
+        # how TTS input text is written (characters or phonemes) when the model's config.json records it
+        # (models trained here with `train-llm run --model scratch:SIZE`); other models read the text as given
+        self.frontend = TextFrontEnd.from_model_config(getattr(model, "config", None), default=None)
         self.vocab = tokenizer.get_vocab()
         if encoder is not None:  # the ids the checkpoint was trained with win over a newer tokenizer's
             self.vocab.update({t: i for t, (i, _) in encoder.added.items()})
@@ -301,7 +305,8 @@ class SemanticModel:
     def stream_speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> Iterator[list[int]]:
         """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk`` as they are sampled."""
         chunk: list[int] = []
-        for kind, value in self._generate(self.family.tts_prompt(text, instruction), self.family.tts_scaffold(), self._sampling(sampling)):
+        prompt = self.family.tts_prompt(self.frontend(text) if self.frontend else text, instruction)  # phonemes when trained on them
+        for kind, value in self._generate(prompt, self.family.tts_scaffold(), self._sampling(sampling)):
             if kind == "unit":
                 chunk.append(value)  # type: ignore[arg-type]
                 if len(chunk) >= self.cfg.unit_chunk:

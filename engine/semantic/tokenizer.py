@@ -3,6 +3,7 @@
 * ``build_tokenizer``: byte-level BPE (our layout: ``tokenizer.json``); the tiny profile and tests.
 * ``build_sentencepiece_tokenizer``: a LLaMA-style SentencePiece model written as ``tokenizer.model``
   (the layout of the public LLaMA / AnyGPT checkpoints), loaded back through ``AutoTokenizer``.
+* ``build_char_tokenizer``: one token per character (byte fallback), for models trained from scratch.
 * ``extend_tokenizer``: adds the family's tokens to any tokenizer (fine-tuning a real LLaMA).
 """
 
@@ -79,3 +80,28 @@ def extend_tokenizer(tokenizer, family: str) -> int:
     specials = [AddedToken(t, special=False, normalized=False) for t in fam.special_tokens]
     units = [AddedToken(t, special=False, normalized=False) for t in fam.units.all_tokens()]
     return tokenizer.add_tokens(specials + units)
+
+
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+_ASCII = "".join(chr(c) for c in range(32, 127))
+
+
+def build_char_tokenizer(family: str, alphabet: str | list[str] = ""):
+    """A character-level ``PreTrainedTokenizerFast`` for a model trained from scratch: one token per
+    character of ``alphabet`` (plus printable ASCII), byte-fallback tokens ``<0x00>``..``<0xFF>`` for
+    any other character (nothing is ever unknown), ``<unk>``, ``<s>``, ``</s>``, and the family's
+    special tokens and 1024 unit tokens, each one token (added tokens are matched before the
+    characters, so ``<12>`` is one unit, never five characters). Deterministic for an alphabet."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(_ASCII) | {c for c in "".join(alphabet) if c.isprintable() and len(c) == 1})
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for tok in BYTE_TOKENS + chars:
+        vocab.setdefault(tok, len(vocab))
+    # BPE without merges = one token per character; byte_fallback writes other characters as UTF-8 bytes
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
+    extend_tokenizer(fast, family)
+    return fast
