@@ -62,7 +62,8 @@ def writer_dir(tmp_path_factory) -> Path:
 def engine(tmp_path_factory, writer_dir):
     voices = tmp_path_factory.mktemp("voices")
     cfg = load_config("tiny", overrides=[f"paths.voices_dir={voices}", f"semantic.reply_writer={writer_dir}",
-                                          "semantic.writer.max_new_tokens=40", "semantic.max_text_tokens=12"])
+                                          "semantic.writer.max_new_tokens=40", "semantic.writer.max_sentences=0",
+                                          "semantic.max_text_tokens=12"])
     eng = Engine(cfg)
     eng.voices.add("Tester", (16000, voiced(2.0, f0=190)), codec=eng.codec)
     return eng
@@ -78,14 +79,14 @@ def test_sentence_stream_speaks_each_sentence_once_complete():
 
 
 def test_writer_streams_what_it_writes_and_sees_the_history(writer_dir):
-    writer = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=20, system_prompt="Be brief."))
+    writer = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=20, max_sentences=0, system_prompt="Be brief."))
     deltas = list(writer.stream([], "hello"))
     assert deltas == ["Paris", " is", " big.", " It", " has", " art."]  # token by token, stopped at </s>
     ids = writer.prompt_ids([("what is up", "not much")], "hello")
     expected = "<|system|> Be brief.\n<|user|> what is up\n<|assistant|> not much\n<|user|> hello\n<|assistant|>"
     assert ids == writer.tokenizer(expected, add_special_tokens=False).input_ids
     assert writer.tokenizer.unk_token_id not in ids
-    short = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=3))
+    short = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=3, max_sentences=0))
     assert short.write([], "hello") == "Paris is big."  # max_new_tokens caps the reply
 
 
@@ -182,3 +183,12 @@ def test_demo_profile_uses_smollm2_and_status_says_so():
     text = status_markdown(Engine(cfg).status(), cfg.profile)
     assert "**Chat reply text** is written by **SmolLM2-135M-Instruct" in text
     assert "--profile full" in text  # how to switch
+
+
+def test_max_sentences_ends_the_reply_after_whole_sentences(writer_dir):
+    writer = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_sentences=1, system_prompt=""))
+    assert writer.write([], "hello") == "Paris is big."
+    two = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_sentences=2, system_prompt=""))
+    assert two.write([], "hello") == "Paris is big. It has art."
+    assert rw.sentence_ended("It is big.") and rw.sentence_ended('He said "yes!"')
+    assert not rw.sentence_ended("Ask Dr.") and not rw.sentence_ended("J.") and not rw.sentence_ended("It costs 3")

@@ -30,14 +30,16 @@ class TextSamplingConfig(SamplingConfig):
 @dataclass
 class ReplyWriterConfig:
     """How a separate instruction model writes the chat reply text (``semantic.reply_writer``,
-    engine.semantic.reply_writer): greedy by default; a repetition penalty of ~1.3 keeps SmolLM2-135M from looping."""
+    engine.semantic.reply_writer): greedy, with a repetition penalty, a few sentences at most."""
 
-    system_prompt: str = ("You are a friendly voice assistant. Answer in one or two short, plain sentences "
-                          "without lists, markdown or emoji.")
+    # "" = the chat template's own default system prompt; this one gave the most correct first sentences
+    # from SmolLM2-135M on a few general questions (docs/demo.md)
+    system_prompt: str = "You are a helpful assistant. Give a short, correct answer."
     max_new_tokens: int = 80  # the reply text's cap (about 50 words)
+    max_sentences: int = 1  # the reply ends after this many sentences (0 = no limit): the small model drifts after its first
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    repetition_penalty: float = 1.3
+    repetition_penalty: float = 1.2  # DESIGN.md: ~1.3 keeps it from looping; 1.2 gave more correct answers (docs/demo.md)
     history_turns: int = 4  # past turns (transcript, reply text) the writer sees
 
 

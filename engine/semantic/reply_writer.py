@@ -156,6 +156,7 @@ class ReplyWriter:
         out = self.model(input_ids=seq, use_cache=True)
         generated: list[int] = []
         shown = ""
+        sentences = 0
         for _ in range(cfg.max_new_tokens):
             scores = processors(seq, out.logits[:, -1].float())
             if sample:
@@ -165,10 +166,15 @@ class ReplyWriter:
                 token = int(scores.argmax(dim=-1))
             if token in self.stop_ids:
                 break
+            text = self.tokenizer.decode(generated + [token], skip_special_tokens=True)
+            delta = text[len(shown):]
+            if delta[:1].isspace() and sentence_ended(shown):  # this token starts a new sentence
+                sentences += 1
+                if cfg.max_sentences and sentences >= cfg.max_sentences:
+                    return  # enough sentences: the reply ends with the last one
             generated.append(token)
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for an incomplete character
-                yield text[len(shown):]
+            if delta and not text.endswith("\ufffd"):  # wait for an incomplete character
+                yield delta
                 shown = text
             step = torch.tensor([[token]], device=self.device)
             seq = torch.cat([seq, step], dim=1)
@@ -182,6 +188,19 @@ class ReplyWriter:
     def write(self, history: Sequence[tuple[str, str]], message: str, seed: int | None = None) -> str:
         """The whole reply text at once."""
         return "".join(self.stream(history, message, seed))
+
+
+_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "no.", "jr.", "sr."}
+
+
+def sentence_ended(text: str) -> bool:
+    """Whether ``text`` ends with the end of a sentence (., ! or ?, maybe a closing quote or bracket;
+    not a common abbreviation or an initial)."""
+    stripped = text.rstrip("\"')]\u201d\u2019")
+    if not stripped.endswith((".", "!", "?")):
+        return False
+    last = stripped.split()[-1].lower() if stripped.split() else ""
+    return not (last in _ABBREVIATIONS or (len(last) == 2 and last[0].isalpha() and last.endswith(".")))
 
 
 class SentenceStream:
