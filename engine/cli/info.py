@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    print(f"# profile: {cfg.profile}")
+    print(f"# profile: {cfg.profile}" + (f" ({cfg.profile_reason})" if cfg.profile_reason else ""))
     print("## resolved config")
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
     print("\n## devices")
