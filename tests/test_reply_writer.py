@@ -192,3 +192,18 @@ def test_max_sentences_ends_the_reply_after_whole_sentences(writer_dir):
     assert two.write([], "hello") == "Paris is big. It has art."
     assert rw.sentence_ended("It is big.") and rw.sentence_ended('He said "yes!"')
     assert not rw.sentence_ended("Ask Dr.") and not rw.sentence_ended("J.") and not rw.sentence_ended("It costs 3")
+
+
+def test_chat_cli_names_the_writer(writer_dir, tmp_path, capsys):
+    import soundfile as sf
+
+    from engine.cli.chat import main
+
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, voiced(2.0, f0=200), 16000)
+    out = tmp_path / "reply.wav"
+    code = main(["--profile", "tiny", "--text", "hello", "--voice", str(voice), "--out", str(out), "--seed", "0",
+                 "--set", f"semantic.reply_writer={writer_dir}", "--set", f"paths.voices_dir={tmp_path / 'lib'}"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "reply text: Paris is big.  (written by " in printed
