@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         auth = parse_auth(args.auth or cfg.server.auth, args.auth_file, os.environ.get(AUTH_ENV))
         if args.preload:
-            engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True))
+            for message in engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True), skip_missing=True):
+                print(f"not loaded: {message}", flush=True)  # the app still serves what is there; the Status tab says this too
         serve(engine, host=args.host or cfg.server.host, port=args.port or cfg.server.port, share=args.share or cfg.server.share,
               auth=auth, concurrency=args.concurrency or cfg.server.concurrency, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
               api=not args.no_api, api_key=args.api_key)

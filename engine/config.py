@@ -114,7 +114,7 @@ def missing_local_model(what: str, path: str, consequence: str = "") -> str:
     """The message for a model folder that is not there (a bundled one is not trained yet)."""
     folder = local_model_folder(path) or Path(path)
     bundled = folder.resolve().is_relative_to((REPO_ROOT / "assets" / "models").resolve())
-    head = (f"{what}: {path} is not there - this bundled model is not trained yet (docs/demo.md says how it is made)"
+    head = (f"{what}: the bundled model {path} is not trained yet (its folder is not there; docs/demo.md says how it is made)"
             if bundled else f"{what}: the folder {folder} does not exist; fix the setting or put the model there")
     return f"{head}. {consequence}".strip()
 

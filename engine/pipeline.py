@@ -295,8 +295,9 @@ class Engine:
                 self._voices = VoiceLibrary.from_config(self.config)
             return self._voices
 
-    def load(self, progress: Progress | None = None) -> None:
-        """Load every model the config uses now (instead of on first use)."""
+    def load(self, progress: Progress | None = None, skip_missing: bool = False) -> list[str]:
+        """Load every model the config uses now (instead of on first use). With ``skip_missing`` a
+        model that is not available is skipped (its message returned) instead of raising."""
         cfg = self.config.semantic
         steps = [("codec", lambda: self.codec)]
         for path, tasks in cfg.routes().items():
@@ -304,12 +305,19 @@ class Engine:
         if cfg.reply_writer:
             steps.append(("chat reply writer", lambda: self.reply_writer))
         steps.append(("perceptual model", lambda: self.perceptual()))
+        skipped: list[str] = []
         for i, (name, fn) in enumerate(steps):
             if progress:
                 progress(i / len(steps), f"loading {name}")
-            fn()
+            try:
+                fn()
+            except ModelUnavailableError as exc:
+                if not skip_missing:
+                    raise
+                skipped.append(str(exc))
         if progress:
-            progress(1.0, "models loaded")
+            progress(1.0, "models loaded" if not skipped else f"models loaded, {len(skipped)} not available")
+        return skipped
 
     def _check_voice(self, voice: Voice) -> None:
         """Fail fast on an unknown library voice, before any model loads (a ``str`` voice is

@@ -40,11 +40,9 @@ def full_profile_missing(config_file: str | Path | None = None, overrides: Itera
 
 
 def choose_profile(config_file: str | Path | None = None, overrides: Iterable[str] = ()) -> ProfileChoice:
-    """``default`` when its models are all here, else ``demo``; the reason says which and how to switch."""
+    """``default`` when its models are all here, else ``demo``; the reason says why (how to switch:
+    ``app.status.PROFILE_SWITCH``)."""
     missing = full_profile_missing(config_file, overrides)
     if not missing:
-        return ProfileChoice(FULL, "chosen automatically: the full models (public checkpoints) are on this machine; "
-                                   "`--profile demo` serves the small offline demo models instead")
-    return ProfileChoice(FALLBACK, f"chosen automatically: the full models are not on this machine ({', '.join(missing)} missing); "
-                                   "fetch them (`.venv/bin/python -m engine info --profile full` lists the commands) and start with "
-                                   "`--profile full`, or just restart once they are in the Hugging Face cache", missing)
+        return ProfileChoice(FULL, "chosen automatically: the full models' files are on this machine")
+    return ProfileChoice(FALLBACK, f"chosen automatically: the full models' files are not on this machine ({', '.join(missing)} missing)", missing)

@@ -80,10 +80,10 @@ def hub_cache(tmp_path, monkeypatch):
 def test_auto_picks_full_when_its_files_are_cached_else_demo(hub_cache, no_network):
     choice = choose_profile()
     assert choice.name == "demo" and {"codec", "semantic", "semantic-tts-asr", "soundstorm"} <= set(choice.missing)
-    assert "--profile full" in choice.reason
+    assert "not on this machine" in choice.reason
     fake_hub_cache(hub_cache)
     choice = choose_profile()
-    assert choice.name == "default" and not choice.missing and "--profile demo" in choice.reason
+    assert choice.name == "default" and not choice.missing and "are on this machine" in choice.reason
     cfg = load_config("auto")
     assert cfg.profile == "default" and cfg.profile_reason == choice.reason
     # one file short -> the demo again, naming what is missing
@@ -164,3 +164,18 @@ def test_demo_without_its_semantic_model_says_it_is_not_trained(no_network, tmp_
     assert "voice conversion works without it" in rows["semantic"].message
     with pytest.raises(ModelUnavailableError, match="not trained yet"):
         engine.semantic_for("tts")
+
+
+def test_preload_skips_a_model_that_is_not_there(tmp_path, no_network, monkeypatch, capsys):
+    import app.server
+    import launch
+
+    served = {}
+    monkeypatch.setattr(app.server, "serve", lambda engine, **kw: served.update(engine=engine))
+    missing = tmp_path / "no-such-model"
+    assert launch.main(["--profile", "tiny", "--preload", "--set", "semantic.random_init=false", "--set", f"semantic.path={missing}",
+                        "--set", "semantic.tts_path=null", "--set", "semantic.asr_path=null",
+                        "--set", f"paths.voices_dir={tmp_path / 'voices'}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"not loaded: semantic LLM: the folder {missing} does not exist" in printed
+    assert served["engine"]._codec is not None and served["engine"]._perceptual  # the rest was loaded
