@@ -1,6 +1,9 @@
 """Start the SpeechGPT-Gen assistant: the web UI (default) or the desktop mode.
 
-    python launch.py                          # http://127.0.0.1:7860
+    python launch.py                          # http://127.0.0.1:7860 - the full models if they are on this
+                                              #   machine, else the offline demo models (--profile auto)
+    python launch.py --profile full           # the public checkpoints (alias of --profile default)
+    python launch.py --profile demo           # the small models trained here (CPU, offline)
     python launch.py --share                  # plus a public https link
     SPEECHGPT_AUTH=user:password python launch.py   # require a login (or --auth-file FILE; --auth shows in `ps`)
     python launch.py --desktop --voice flite-slt   # local microphone and speakers
@@ -18,7 +21,9 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default=os.environ.get("SPEECHGPT_PROFILE", "default"), help="config profile (default, tiny)")
+    p.add_argument("--profile", default=os.environ.get("SPEECHGPT_PROFILE", "auto"),
+                   help="config profile: auto (default: full when its models are on this machine, else demo), "
+                        "full (= default: the public checkpoints), demo (small offline models), tiny (random, tests)")
     p.add_argument("--config", default=None, help="YAML file merged over the profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     p.add_argument("--host", default=None, help="address to listen on (default from config: 127.0.0.1)")
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         auth = parse_auth(args.auth or cfg.server.auth, args.auth_file, os.environ.get(AUTH_ENV))
         if args.preload:
-            engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True))
+            for message in engine.load(progress=lambda f, m: print(f"[{f * 100:3.0f}%] {m}", flush=True), skip_missing=True):
+                print(f"not loaded: {message}", flush=True)  # the app still serves what is there; the Status tab says this too
         serve(engine, host=args.host or cfg.server.host, port=args.port or cfg.server.port, share=args.share or cfg.server.share,
               auth=auth, concurrency=args.concurrency or cfg.server.concurrency, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
               api=not args.no_api, api_key=args.api_key)

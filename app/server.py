@@ -126,15 +126,29 @@ def serve(engine, host: str, port: int, share: bool = False, auth=None, concurre
     return demo
 
 
+def profile_switch_hint(profile: str) -> str:
+    """How to start the other profile (empty for a profile of its own, e.g. uslm)."""
+    from app.status import PROFILE_SWITCH
+
+    return PROFILE_SWITCH.get(profile, "")
+
+
 def serving_message(demo, engine, api: bool, api_key: str | None, auth, share: bool) -> str:
     """What the console says once the server is up: where, which profile and models, the API, share hints."""
     cfg = engine.config
     perceptual = getattr(cfg.perceptual, cfg.perceptual.kind)
-    lines = [f"SpeechGPT-Gen assistant: profile {cfg.profile!r}",
+    lines = [f"SpeechGPT-Gen assistant: profile {cfg.profile!r}" + (f" ({cfg.profile_reason})" if cfg.profile_reason else ""),
              f"  codec      {cfg.codec.name} ({'random' if getattr(cfg.codec, 'random_init', False) else cfg.codec.path})",
              f"  semantic   {cfg.semantic.family} ({'random' if cfg.semantic.random_init else cfg.semantic.path})",
-             f"  perceptual {cfg.perceptual.kind} ({f'random {perceptual.size}' if perceptual.random_init else perceptual.path})",
-             f"web UI:      {demo.local_url}"]
+             f"  perceptual {cfg.perceptual.kind} ({f'random {perceptual.size}' if perceptual.random_init else perceptual.path})"]
+    if cfg.semantic.reply_writer:
+        from engine.semantic.reply_writer import writer_name
+
+        lines.append(f"  chat reply text written by {writer_name(cfg.semantic.reply_writer)}")
+    switch = profile_switch_hint(cfg.profile)
+    if switch:
+        lines.append(switch)
+    lines.append(f"web UI:      {demo.local_url}")
     if getattr(demo, "share_url", None):
         lines.append(f"public link: {demo.share_url}")
     if api:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Sequence
 
 TINY_NOTE = ("**Tiny profile**: the models are small and random — the app works end to end, but the voices are noise. "
-             "Start with `--profile default` (the public checkpoints) for real speech.")
+             "Start with `--profile demo` (small models trained here, offline) or `--profile full` (the public checkpoints) for real speech.")
+
+# how to switch to the other models, per profile (the banner and the Status tab)
+PROFILE_SWITCH = {
+    "demo": ("Demo models (small, trained here, CPU, offline). For the full models (public checkpoints: ~16 GB, a GPU advised) "
+             "fetch them (`.venv/bin/python -m engine info --profile full` lists the commands) and start with `--profile full`."),
+    "default": "Full models (public checkpoints). For the small offline demo models start with `--profile demo`.",
+}
 
 
 def _cell(text: str) -> str:
@@ -27,8 +34,19 @@ def device_summary() -> str:
     return "CPU only (no CUDA device found)"
 
 
-def status_markdown(statuses: Sequence, profile: str) -> str:
-    """A table of ``ModelStatus`` rows, then what is missing and what to do about it."""
+def reply_text_line(statuses: Sequence) -> str:
+    """Which model writes the chat reply text, in plain words."""
+    writer = next((s for s in statuses if s.role == "reply-writer"), None)
+    if writer is not None:
+        name = str(writer.name).split(":")[0]
+        return (f"**Chat reply text** is written by **{name}** (a separate instruction model); the semantic model "
+                "turns your speech into text (ASR) and the reply text into speech units (TTS).")
+    return "**Chat reply text** is written by the semantic model itself, together with the reply speech units."
+
+
+def status_markdown(statuses: Sequence, profile: str, reason: str = "") -> str:
+    """A table of ``ModelStatus`` rows, which model writes chat replies, what is missing and what to
+    do about it, and how to switch profiles (``reason``: why this profile was chosen)."""
     rows = ["| model | loaded | available | device | precision | source |", "|---|---|---|---|---|---|"]
     loads = []
     missing = []
@@ -40,7 +58,8 @@ def status_markdown(statuses: Sequence, profile: str) -> str:
                     f"{'yes' if s.available else '**no**'} | {_cell(s.device)} | {_cell(s.dtype)} | {_cell(s.source)} |")
         if not s.available:
             missing.append(f"- **{_cell(s.role)}**: {_cell(s.message)}")
-    parts = [f"**Profile** `{profile}` · **hardware** {device_summary()}", "\n".join(rows)]
+    parts = [f"**Profile** `{profile}`{f' ({reason})' if reason else ''} · **hardware** {device_summary()}", "\n".join(rows),
+             reply_text_line(statuses)]
     if loads:  # loading is reported here, never inside a request's first-audio time or RTF
         parts.append(f"**Models loaded in** {', '.join(loads)} (not counted in any request's timings).")
     if missing:
@@ -50,6 +69,8 @@ def status_markdown(statuses: Sequence, profile: str) -> str:
         parts.append("Every model this profile uses is available.")
     if profile == "tiny":
         parts.append(TINY_NOTE)
+    elif profile in PROFILE_SWITCH:
+        parts.append(PROFILE_SWITCH[profile])
     return "\n\n".join(parts)
 
 
@@ -60,6 +81,6 @@ def status_line(statuses: Sequence) -> str:
     device = statuses[0].device if statuses else "?"
     if missing:
         return f"**Missing:** {', '.join(missing)} — see the Status tab for how to get them."
-    perceptual = [s.role for s in statuses if s.role not in ("codec", "semantic")]
+    perceptual = [s.role for s in statuses if s.role not in ("codec", "reply-writer") and not s.role.startswith("semantic")]
     state = f"loaded: {', '.join(loaded)}" if loaded else "models load on first use"
     return f"**Ready** on {device}: perceptual model {' + '.join(perceptual) or '?'} ({state})."

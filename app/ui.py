@@ -26,7 +26,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from app.status import TINY_NOTE, status_line, status_markdown
+from app.status import PROFILE_SWITCH, TINY_NOTE, status_line, status_markdown
 from app.vad import VadSegmenter
 from engine.audio import SAMPLE_RATE, UploadedFile, save_wav
 from engine.errors import EngineError
@@ -191,7 +191,7 @@ class UI:
 
     def status(self) -> str:
         try:
-            return status_markdown(self.engine.status(), self.cfg.profile)
+            return status_markdown(self.engine.status(), self.cfg.profile, self.cfg.profile_reason)
         except Exception as exc:
             raise readable(exc) from exc
 
@@ -494,6 +494,8 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
         quiet = {"api_name": False, "queue": False, "show_progress": "hidden"}
         if cfg.profile == "tiny":
             gr.Markdown(f"> {TINY_NOTE}")
+        elif cfg.profile == "demo":  # which models serve, and how to switch (also in the Status tab)
+            gr.Markdown(f"> {PROFILE_SWITCH['demo']}")
         with gr.Tab("Chat", id="chat"):
             with gr.Row():
                 with gr.Column(scale=3):

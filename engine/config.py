@@ -81,6 +81,7 @@ class PathsConfig:
 @dataclass
 class AppConfig:
     profile: str = "default"
+    profile_reason: str = ""  # why this profile serves (set when `auto` chose it; engine.profiles)
     codec: CodecConfig = field(default_factory=CodecConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
@@ -92,6 +93,30 @@ class AppConfig:
         """Expand ``~`` and make a relative path relative to the repository root."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else REPO_ROOT / path
+
+
+def local_model_folder(path: str) -> Path | None:
+    """Where a model setting points on disk: an existing path as given, else the same path under the
+    repository (bundled models in ``assets/models/`` work from any directory); None for a hub id
+    (``owner/name`` that is not a local path)."""
+    given = Path(path).expanduser()
+    if given.exists():
+        return given
+    in_repo = REPO_ROOT / given
+    if not given.is_absolute() and in_repo.exists():
+        return in_repo
+    if not str(path).startswith((".", "/", "~")) and str(path).count("/") == 1:
+        return None  # looks like a hub id
+    return given if given.is_absolute() else in_repo
+
+
+def missing_local_model(what: str, path: str, consequence: str = "") -> str:
+    """The message for a model folder that is not there (a bundled one is not trained yet)."""
+    folder = local_model_folder(path) or Path(path)
+    bundled = folder.resolve().is_relative_to((REPO_ROOT / "assets" / "models").resolve())
+    head = (f"{what}: the bundled model {path} is not trained yet (its folder is not there; docs/demo.md says how it is made)"
+            if bundled else f"{what}: the folder {folder} does not exist; fix the setting or put the model there")
+    return f"{head}. {consequence}".strip()
 
 
 # ----------------------------------------------------------------------------- generic helpers
@@ -235,13 +260,26 @@ def parse_override(text: str) -> dict:
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """Profile names ``load_config`` accepts: the YAML files, their aliases (``full``) and ``auto``."""
+    from engine.profiles import ALIASES, AUTO
+
+    return sorted({p.stem for p in CONFIG_DIR.glob("*.yaml")} | set(ALIASES) | {AUTO})
 
 
 def load_config(
     profile: str = "default", config_file: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> AppConfig:
-    """Resolve the configuration: profile YAML, then an optional file, then ``key=value`` overrides."""
+    """Resolve the configuration: profile YAML, then an optional file, then ``key=value`` overrides.
+    ``full`` is another name for ``default``; ``auto`` picks ``default`` when its models are on this
+    machine, else ``demo`` (engine.profiles; files only, no network)."""
+    from engine.profiles import ALIASES, AUTO, choose_profile
+
+    reason = ""
+    overrides = list(overrides)
+    if profile == AUTO:
+        choice = choose_profile(config_file, overrides)
+        profile, reason = choice.name, choice.reason
+    profile = ALIASES.get(profile, profile)
     profile_path = CONFIG_DIR / f"{profile}.yaml"
     if not profile_path.is_file():
         raise ConfigError(f"unknown profile {profile!r}; available: {', '.join(available_profiles())}")
@@ -251,4 +289,5 @@ def load_config(
     for text in overrides:
         data = merge(data, parse_override(text))
     data["profile"] = profile
+    data["profile_reason"] = reason
     return from_dict(AppConfig, data)

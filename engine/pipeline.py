@@ -28,7 +28,7 @@ import torch
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioInput, load_audio
 from engine.codec import Codec, resolve_device
-from engine.config import AppConfig
+from engine.config import AppConfig, local_model_folder, missing_local_model
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
 from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
@@ -207,6 +207,7 @@ class Engine:
         self._semantic: dict[str, object] = {}  # checkpoint -> SemanticModel (one per distinct semantic.*_path)
         self._perceptual: dict[str, PerceptualModel] = {}
         self._voices = None
+        self._writer = None  # semantic.reply_writer: the LLM that writes chat reply text (None: the semantic model does)
         self._load_s: dict[str, float] = {}  # role -> seconds its loading took
 
     # ------------------------------------------------------------------ models
@@ -235,12 +236,44 @@ class Engine:
             if path not in self._semantic:
                 from engine.semantic.model import SemanticModel
 
+                load_from = path
+                if not cfg.random_init:
+                    folder = local_model_folder(path)
+                    if folder is not None and not folder.exists():  # a local folder that is not there: say so, never ask the hub
+                        raise ModelUnavailableError(missing_local_model(
+                            "semantic LLM", path, "Text to speech and chat need it; voice conversion works without it."))
+                    load_from = str(folder) if folder is not None else path
                 log.info("loading semantic LLM %s (%s)", path, ", ".join(cfg.routes()[path]))
                 device = cfg.device if cfg.device != "auto" else str(self.device)
                 start = time.perf_counter()
-                self._semantic[path] = SemanticModel.from_config(replace(cfg, path=path), device=device)
+                self._semantic[path] = SemanticModel.from_config(replace(cfg, path=load_from), device=device)
                 self._load_s[semantic_role(cfg.routes()[path])] = time.perf_counter() - start
             return self._semantic[path]
+
+    @property
+    def reply_writer(self):
+        """The LLM that writes chat reply text (``semantic.reply_writer``), or None when the
+        semantic model writes its own replies."""
+        spec = self.config.semantic.reply_writer
+        if not spec:
+            return None
+        with self._lock:
+            if self._writer is None:
+                from engine.semantic.reply_writer import ReplyWriter
+
+                log.info("loading the chat reply writer %s", spec)
+                start = time.perf_counter()
+                self._writer = ReplyWriter.from_spec(spec, self.config.semantic.writer, device="cpu" if self.device.type == "cpu" else str(self.device))
+                self._load_s["reply-writer"] = time.perf_counter() - start
+            return self._writer
+
+    def _chat_model(self):
+        """What answers a chat turn: the semantic model itself, or ASR -> reply writer -> TTS."""
+        if not self.config.semantic.reply_writer:
+            return self.semantic
+        from engine.semantic.reply_writer import WrittenReplyChat
+
+        return WrittenReplyChat(self.semantic_for("asr"), self.reply_writer, self.semantic_for("tts"), self.config.pipeline.chunk_chars)
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind
@@ -262,19 +295,29 @@ class Engine:
                 self._voices = VoiceLibrary.from_config(self.config)
             return self._voices
 
-    def load(self, progress: Progress | None = None) -> None:
-        """Load every model the config uses now (instead of on first use)."""
+    def load(self, progress: Progress | None = None, skip_missing: bool = False) -> list[str]:
+        """Load every model the config uses now (instead of on first use). With ``skip_missing`` a
+        model that is not available is skipped (its message returned) instead of raising."""
         cfg = self.config.semantic
         steps = [("codec", lambda: self.codec)]
         for path, tasks in cfg.routes().items():
             steps.append((f"semantic LLM for {', '.join(tasks)}", lambda task=tasks[0]: self.semantic_for(task)))
+        if cfg.reply_writer:
+            steps.append(("chat reply writer", lambda: self.reply_writer))
         steps.append(("perceptual model", lambda: self.perceptual()))
+        skipped: list[str] = []
         for i, (name, fn) in enumerate(steps):
             if progress:
                 progress(i / len(steps), f"loading {name}")
-            fn()
+            try:
+                fn()
+            except ModelUnavailableError as exc:
+                if not skip_missing:
+                    raise
+                skipped.append(str(exc))
         if progress:
-            progress(1.0, "models loaded")
+            progress(1.0, "models loaded" if not skipped else f"models loaded, {len(skipped)} not available")
+        return skipped
 
     def _check_voice(self, voice: Voice) -> None:
         """Fail fast on an unknown library voice, before any model loads (a ``str`` voice is
@@ -288,7 +331,11 @@ class Engine:
         with self._lock:
             was_loaded = set(self._load_s)
             self.codec  # noqa: B018 - loads it
-            if task is not None:  # the semantic model that serves the task (None: none needed)
+            if task == "chat" and self.config.semantic.reply_writer:  # chat = ASR -> reply writer -> TTS
+                self.semantic_for("asr")
+                self.semantic_for("tts")
+                self.reply_writer  # noqa: B018 - loads it
+            elif task is not None:  # the semantic model that serves the task (None: none needed)
                 self.semantic_for(task)
             self.perceptual(options.perceptual)
             if set(self._load_s) == was_loaded:
@@ -313,6 +360,11 @@ class Engine:
             role = semantic_role(tasks)
             add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}", path, self._semantic.get(path),
                 f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
+        if sem.reply_writer:  # a separate LLM writes the chat reply text
+            from engine.semantic.reply_writer import writer_name
+
+            name = self._writer.name if self._writer is not None else writer_name(sem.reply_writer)
+            add("reply-writer", f"{name}: writes the chat reply text", sem.reply_writer, self._writer, "float32")
         # the configured perceptual model, then any other one a request has loaded (e.g. SoundStorm chosen in the UI)
         for kind in [cfg.perceptual.kind] + sorted(k for k in self._perceptual if k != cfg.perceptual.kind):
             pc = getattr(cfg.perceptual, kind)
@@ -495,7 +547,7 @@ class Engine:
         reply = None
         voice_out = self._utterance(prompt, options)  # the reply's speech, chunk after chunk, as one utterance
         heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
-        for event in self.semantic.stream_respond(conversation, user_input, self._sampling(options)):
+        for event in self._chat_model().stream_respond(conversation, user_input, self._sampling(options)):
             if isinstance(event, sm.TranscriptDelta):
                 if heard is not None:
                     heard.append(event.text)

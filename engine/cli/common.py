@@ -15,7 +15,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--profile``, ``--config`` and repeatable ``--set section.key=value``."""
     group = parser.add_argument_group("configuration")
     group.add_argument("--profile", default=os.environ.get("SPEECHGPT_PROFILE", "default"),
-                       help="config profile in assets/configs (default: %(default)s; 'tiny' = random test models)")
+                       help="config profile in assets/configs (default: %(default)s = full, the public checkpoints; 'demo' = the "
+                            "small offline models; 'auto' = full when its files are on this machine, else demo, as launch.py "
+                            "does; 'tiny' = random test models)")
     group.add_argument("--config", default=None, help="YAML file merged over the profile")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. --set perceptual.flow.steps=8 (repeatable)")

