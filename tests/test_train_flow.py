@@ -116,6 +116,36 @@ def test_resume_continues_exactly(tmp_path, one_thread):
         torch.testing.assert_close(w_resumed[k], w_straight[k], atol=1e-5, rtol=1e-4, msg=k)
     assert list((run / "train").rglob("events.out.tfevents*"))  # TensorBoard logs
 
+    # --export: a checkpoint in the inference format, EMA weights (what final/ holds) or the trained ones
+    ckpt = run / "checkpoints" / "step-00000015"
+    assert train_flow_main(["--export", str(ckpt), "--out", str(tmp_path / "ema"), "--profile", "tiny"]) == 0
+    assert train_flow_main(["--export", str(ckpt), "--weights", "raw", "--out", str(tmp_path / "raw"), "--profile", "tiny"]) == 0
+    w_ema = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    w_raw = load_file(str(tmp_path / "raw" / "model.safetensors"))
+    for k in w_resumed:
+        torch.testing.assert_close(w_ema[k], w_resumed[k], msg=k)
+    assert any(not torch.equal(w_raw[k], w_ema[k]) for k in w_raw)
+    FlowModel.from_pretrained(tmp_path / "raw", codec="tiny")
+    with pytest.raises(FileNotFoundError, match="not a train-flow checkpoint"):
+        train_flow_main(["--export", str(run), "--out", str(tmp_path / "bad"), "--profile", "tiny"])
+
+
+def test_ema_warmup_fades_the_initial_weights():
+    from engine.train.trainer import EMA
+
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.zero_()
+    ema, plain = EMA(model, 0.999), EMA(model, 0.999, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for step in range(1, 1401):
+        ema.update(model, step)
+        plain.update(model, step)
+    assert ema.decay_at(1) == pytest.approx(2 / 11) and ema.decay_at(10**6) == 0.999
+    assert float(ema.shadow["weight"].mean()) > 0.999  # the zeros are gone
+    assert float(plain.shadow["weight"].mean()) == pytest.approx(1 - 0.999**1400, rel=1e-3)  # ~25 % of them left
+
 
 def test_refuses_data_of_another_codec(tmp_path):
     data = write_corpus(tmp_path / "data", "hubert_avg", synthetic_codes(n_utts=2, frames=10))

@@ -9,8 +9,8 @@ import os
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine train-flow", description=__doc__,
                                      epilog="Multi-GPU / multi-node: accelerate launch -m engine train-flow ... (same options)")
-    parser.add_argument("--config", required=True, help="training YAML (see assets/configs/train/flow_base.yaml)")
-    parser.add_argument("--data", required=True, help="folder written by `python -m engine extract`")
+    parser.add_argument("--config", help="training YAML (see assets/configs/train/flow_base.yaml)")
+    parser.add_argument("--data", help="folder written by `python -m engine extract`")
     parser.add_argument("--out", required=True, help="run folder: checkpoints/, TensorBoard logs, final/")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--max-steps", type=int, default=None)
@@ -19,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=os.environ.get("SPEECHGPT_PROFILE", "default"), help="app profile naming the codec")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the app config")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--export", metavar="CHECKPOINT", help="instead of training: write RUN/checkpoints/step-N in the inference format to --out")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema", help="with --export: the EMA weights (default) or the trained ones")
     args = parser.parse_args(argv)
+    if args.export is None and (args.config is None or args.data is None):
+        parser.error("--config and --data are required to train (or pass --export CHECKPOINT --out DIR)")
 
     import logging
 
@@ -28,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from engine.train.train_flow import FlowTrainConfig, train_flow
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.export is not None:
+        from engine.train.train_flow import export_checkpoint
+
+        codec = Codec.from_config(load_config(args.profile, None, args.overrides).codec, device="cpu")
+        folder = export_checkpoint(args.export, codec, args.out, args.weights)
+        print(f"exported {args.export} ({args.weights} weights) to {folder}")
+        return 0
     data = read_yaml(args.config)
     for text in args.train_overrides:
         data = merge(data, parse_override(text))

@@ -117,3 +117,37 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
         mean, std = feature_stats(train_set, embed, run.stats_utterances)
         trainer.acc.unwrap_model(trainer.model).set_feature_stats(mean.to(trainer.acc.device), std.to(trainer.acc.device))
     return trainer.fit(progress=progress)
+
+
+def export_checkpoint(checkpoint: str | Path, codec: Codec, out_dir: str | Path, weights: str = "ema") -> Path:
+    """A training checkpoint (``RUN/checkpoints/step-N``) in the inference format (``config.yaml`` +
+    ``model.safetensors``), with its EMA weights (``weights="ema"``) or the trained weights
+    themselves (``"raw"``). The model is rebuilt from ``RUN/run_config.json``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"unknown weights {weights!r}; use ema or raw")
+    run_config = checkpoint.parent.parent / "run_config.json"
+    if not (checkpoint / "model.safetensors").is_file() or not run_config.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a train-flow checkpoint (expected model.safetensors there and {run_config})")
+    recorded = json.loads(run_config.read_text())
+    if recorded.get("codec") not in (None, codec.name):
+        raise ValueError(f"{checkpoint} was trained on the {recorded['codec']!r} codec, not {codec.name!r}: pass the matching --profile/--set codec.path")
+    spec = FlowModelSpec(**{k.removeprefix("model."): v for k, v in recorded.items() if k.startswith("model.")})
+    model = build_model(spec, codec)
+    state = {k.removeprefix("model."): v for k, v in load_file(checkpoint / "model.safetensors").items()}  # the trainer's wrapper adds "model."
+    model.load_state_dict(state, strict=True)
+    if weights == "ema":
+        if not (checkpoint / "ema.pt").is_file():
+            raise FileNotFoundError(f"{checkpoint} has no EMA weights (trained with ema_decay 0): export with weights=raw")
+        shadow = {k.removeprefix("model."): v for k, v in torch.load(checkpoint / "ema.pt", weights_only=True).items()}
+        params = dict(model.named_parameters())
+        if set(shadow) != {k for k, p in params.items() if p.requires_grad}:
+            raise ValueError(f"the EMA weights in {checkpoint} do not match the model's parameters")
+        with torch.no_grad():
+            for k, value in shadow.items():
+                params[k].copy_(value.to(params[k].dtype))
+    return model.save_pretrained(out_dir)

@@ -48,6 +48,7 @@ class TrainConfig:
     batch_frames: int = 12_000  # total (padded) frames per batch and device
     max_frames: int = 1500  # longer utterances are randomly cropped (30 s)
     ema_decay: float = 0.9999  # 0 disables EMA
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): early weights fade out of short runs
     mixed_precision: str = "auto"  # auto (bf16 on CUDA when supported, else float32) | bf16 | fp16 | no
     log_every: int = 50
     eval_every: int = 2000  # 0 disables
@@ -86,20 +87,31 @@ def resolve_mixed_precision(name: str) -> str:
 
 
 class EMA:
-    """Exponential moving average of the trainable parameters (kept in float32)."""
+    """Exponential moving average of the trainable parameters (kept in float32).
 
-    def __init__(self, model: nn.Module, decay: float):
+    With ``warmup`` the decay at optimiser step t is min(decay, (1 + t) / (10 + t)): without it a
+    0.999 average still holds 0.999^1400 = 25 % of the random initial weights after 1400 steps."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.shadow = {k: p.detach().float().clone() for k, p in model.named_parameters() if p.requires_grad}
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay used for the update after optimiser step ``step`` (1-based)."""
+        if not self.warmup or step is None:
+            return self.decay
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        weight = 1 - self.decay_at(step)
         pairs = [(self.shadow[k], p.detach()) for k, p in model.named_parameters() if k in self.shadow]
         if all(p.dtype == s.dtype and p.device == s.device for s, p in pairs):  # one fused call
-            torch._foreach_lerp_([s for s, _ in pairs], [p for _, p in pairs], 1 - self.decay)
+            torch._foreach_lerp_([s for s, _ in pairs], [p for _, p in pairs], weight)
         else:
             for s, p in pairs:
-                s.lerp_(p.float().to(s.device), 1 - self.decay)
+                s.lerp_(p.float().to(s.device), weight)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
@@ -168,7 +180,7 @@ class Trainer:
         self.wrapped, self.opt, self.train_loader = self.acc.prepare(wrapper, opt, train_loader)
         self.acc.register_for_checkpointing(self.sched)
         self.valid_loader = valid_loader
-        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0  # micro-batches of the current epoch already consumed
@@ -218,7 +230,7 @@ class Trainer:
                 shadow = torch.load(folder / "ema.pt", weights_only=True)
                 self.ema.shadow = {k: v.to(self.acc.device) for k, v in shadow.items()}
             else:
-                self.ema = EMA(self.model, self.cfg.ema_decay)
+                self.ema = EMA(self.model, self.cfg.ema_decay, self.cfg.ema_warmup)
         log.info("resumed from %s (step %d, epoch %d)", folder, self.step, self.epoch)
         return True
 
@@ -308,13 +320,13 @@ class Trainer:
                     self.sched.step()
                 self.step += 1
                 if self.ema is not None:
-                    self.ema.update(self.model)
+                    self.ema.update(self.model, self.step)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.max_steps:
                     self._log(loss, logs, grad_norm, frames, time.perf_counter() - t_last, time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}")
                     frames, t_last = 0, time.perf_counter()
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):  # and at the end
                     val = self.validate()
                     if val:
                         self.history.append({"step": self.step, **val})
