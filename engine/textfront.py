@@ -85,7 +85,10 @@ def _words(n: int, to: str = "cardinal", spell_long: bool = True) -> str:
 
     if spell_long and abs(n) >= 10**15:
         return ("minus " if n < 0 else "") + spell_digits(str(abs(n)))
-    return num2words(n, to=to).replace(",", "").replace(" and ", " ")
+    try:
+        return num2words(n, to=to).replace(",", "").replace(" and ", " ")
+    except OverflowError:  # beyond num2words' largest name (ASR output can hold a run of hundreds of zeros)
+        return ("minus " if n < 0 else "") + spell_digits(str(abs(n)))
 
 
 def spell_digits(digits: str) -> str:

@@ -169,3 +169,14 @@ def test_crossfade_join_with_pause():
     assert out[7999] < 0.1 and out[9600] < 0.1  # faded out before it, faded in after it
     np.testing.assert_allclose(out[: 8000 - fade], 1.0)
     np.testing.assert_allclose(out[9600 + fade :], 1.0)
+
+
+def test_numbers_beyond_num2words_are_read_digit_by_digit():
+    """Whisper sometimes writes a run of hundreds of zeros; normalising it must not raise."""
+    from engine.textfront import number_words
+
+    huge = "1," + ",".join(["000"] * 400)  # grouped: would be read as words, but no name exists
+    words = number_words(huge).split()
+    assert words[0] == "one" and words.count("zero") == 1200 and len(words) == 1201
+    assert number_words("-" + huge).startswith("minus one zero")
+    assert number_words("1,000") == "one thousand"
