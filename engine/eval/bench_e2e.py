@@ -34,6 +34,8 @@ def fit_length(wav: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
 
 
 def run(args: argparse.Namespace, config) -> int:
+    import torch
+
     from engine.audio import SAMPLE_RATE, load_audio
     from engine.errors import ModelUnavailableError
     from engine.pipeline import ChatDone, Engine, GenerationOptions
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace, config) -> int:
         "chat": lambda: next(e for e in engine.chat(source, voice, options=options) if isinstance(e, ChatDone)).metrics,
     }
     print(f"device: {engine.device}, perceptual: {config.perceptual.kind}, profile: {config.profile}, "
-          f"torch threads: {__import__('torch').get_num_threads()}")
+          f"torch threads: {torch.get_num_threads()}")
     print(f"{'task':8s} {'first audio s':>14s} {'total s':>9s} {'audio s':>8s} {'RTF':>6s} {'peak GPU MB':>12s}  stages (s)")
     for name in wanted:
         fn = tasks[name]

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.audio import AudioError, load_audio
 from engine.codec import Codec
+from engine.jsonl import read_jsonl
 from engine.train.codes_data import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,7 @@ def read_corpus_rows(corpus: str | Path) -> list[dict]:
     """The rows of a demo corpus's ``manifest.jsonl`` (checked for the fields the split needs)."""
     path = corpus_manifest_path(corpus)
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} line {n}: not JSON ({exc.msg})") from exc
+    for n, row in read_jsonl(path):
         missing = [k for k in CORPUS_FIELDS if k not in row]
         if missing:
             raise ValueError(f"{path} line {n}: missing field(s) {missing}; is this a `python -m engine demo corpus` manifest?")

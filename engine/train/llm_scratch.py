@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from engine.jsonl import read_jsonl
 from engine.semantic.frontend import TEXT_UNITS, TextFrontEnd
 from engine.semantic.prompts import prompt_family
 from engine.semantic.scratch import build_scratch_model, count_parameters, scratch_size
@@ -74,13 +75,10 @@ def read_instruction_records(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no instruction data at {path}; build it with `python -m engine train-llm build-data --codes DIR --out {path}`")
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, rec in read_jsonl(path):
         try:
-            rec = json.loads(line)
             rec["prompt"], rec["response"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ValueError(f"{path} line {n}: not an instruction record with prompt and response ({exc})") from exc
         records.append(rec)
     if not records:
