@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Rebuild the demo codec from scratch (docs/demo.md): corpus -> teacher features -> training ->
-# evaluation on the held-out voices -> assets/models/demo/codec/. Resumable: run it again after an
-# interruption and every step continues where it stopped.
+# Rebuild the demo codec from scratch (docs/demo.md): corpus -> teacher features -> phase 1 (v1:
+# mel + Whisper distillation, 2 s crops) -> phase 2 (v2: + phoneme CTC head on RVQ-1, whole
+# utterances) -> evaluation on the held-out voices -> assets/models/demo/codec/. Resumable: run it
+# again after an interruption and every step continues where it stopped.
 #
-#   bash scripts/make_demo_codec.sh [CORPUS_DIR] [RUN_DIR]
+#   bash scripts/make_demo_codec.sh [CORPUS_DIR] [RUN_DIR]      (phase 2 runs in RUN_DIR_v2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-data/demo_corpus}
@@ -11,8 +12,11 @@ RUN=${2:-runs/codec_demo}
 PY=${PYTHON:-.venv/bin/python}
 
 "$PY" -m engine demo corpus --out "$CORPUS" --resume
-"$PY" -m engine train-codec --corpus "$CORPUS" --out "$RUN" --resume
-"$PY" -m engine eval codec --profile demo --set "codec.path=$RUN/final" --corpus "$CORPUS" --out reports/codec_demo
+"$PY" -m engine train-codec --corpus "$CORPUS" --out "$RUN" --threads 1 --resume
+"$PY" -m engine train-codec --corpus "$CORPUS" --out "${RUN}_v2" --config assets/configs/train/codec_demo_v2.yaml \
+    --train-set "init_from=$RUN/final" --threads 2 --resume
+"$PY" -m engine eval codec --profile demo --set "codec.path=${RUN}_v2/final" --corpus "$CORPUS" --out reports/codec_demo \
+    --asr tiny --speaker resemblyzer --phoneme-probe 30
 mkdir -p assets/models/demo/codec
-cp "$RUN/final/config.json" "$RUN/final/model.safetensors" assets/models/demo/codec/
+cp "${RUN}_v2/final/config.json" "${RUN}_v2/final/model.safetensors" assets/models/demo/codec/
 echo "demo codec copied to assets/models/demo/codec/ (update its README.md with reports/codec_demo/summary.md)"

@@ -106,7 +106,9 @@ def test_resume_continues_exactly(tmp_path, one_thread):
     history = json.loads((run / "final" / "history.json").read_text())
     steps = [h["step"] for h in history if "loss" in h]
     assert steps[0] == 11 and steps[-1] == 15  # continued, not restarted
-    assert {"valid_loss", "valid_loss_ema"} <= set(next(h for h in history if "valid_loss" in h))
+    valid = next(h for h in history if "valid_loss" in h)
+    assert {"valid_loss", "valid_loss_ema"} <= set(valid)
+    assert "valid_prompt_frames" in valid  # the loss function's float metrics are averaged over validation too
     straight = json.loads((tmp_path / "straight" / "final" / "history.json").read_text())
     for a, b in zip([h for h in straight if "loss" in h and h["step"] > 10], [h for h in history if "loss" in h]):
         assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"]) and a["loss"] == pytest.approx(b["loss"], rel=1e-4)

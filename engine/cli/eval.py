@@ -2,7 +2,8 @@
 
     python -m engine eval tts --manifest M.jsonl --out DIR [--steps 4,8,16] [--profile ...]
     python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain implicit,explicit]
-    python -m engine eval codec --profile demo --corpus DIR --out DIR [--per-voice 20]
+    python -m engine eval codec --profile demo --corpus DIR --out DIR [--per-voice 20] [--phoneme-probe 30]
+    python -m engine eval phonemes --profile demo --corpus DIR [--out DIR]
     python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
     python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
     python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from engine.cli._tasks import config_for
 from engine.cli.common import add_config_args, run_cli
@@ -100,8 +102,41 @@ def _codec(args: argparse.Namespace) -> int:
 
     report = evaluate_codec(codec, items, asr, speaker, args.out, progress=progress, classifier_items=others)
     print(report.markdown())
+    if args.phoneme_probe:
+        import json
+        from dataclasses import asdict
+
+        from engine.eval.phoneme_probe import phoneme_probe
+
+        probe = phoneme_probe(codec, args.corpus, train_per_voice=args.phoneme_probe, test_per_voice=args.per_voice, seed=args.seed)
+        print(probe.markdown())
+        Path(args.out, "phonemes.json").write_text(json.dumps(asdict(probe), indent=2))
+        Path(args.out, "phonemes.md").write_text(probe.markdown() + "\n")
     print(f"bench: codec encode + decode {report.realtime_factor:.2f}x real time on {__import__('torch').get_num_threads()} threads")
     print(f"wrote {args.out}/summary.md, summary.json, items.jsonl and audio/")
+    return 0
+
+
+def _phonemes(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from engine.cli.common import config_from_args
+    from engine.codec import Codec
+    from engine.eval.phoneme_probe import phoneme_probe
+
+    config = config_from_args(args)
+    codec = Codec.from_config(config.codec, device=args.device or "cpu")
+    print(f"codec {codec.name}: fitting the phoneme probe ({args.train_per_voice} utterances per training voice) ...", flush=True)
+    report = phoneme_probe(codec, args.corpus, train_per_voice=args.train_per_voice, test_per_voice=args.per_voice,
+                           steps=args.steps, seed=args.seed)
+    print(report.markdown())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "phonemes.json").write_text(json.dumps(asdict(report), indent=2))
+        (out / "phonemes.md").write_text(report.markdown() + "\n")
+        print(f"wrote {out}/phonemes.md and phonemes.json")
     return 0
 
 
@@ -135,9 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", required=True, help="folder for summary.md, summary.json, items.jsonl and the audio")
     c.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
     c.add_argument("--classifier-per-voice", type=int, default=12, help="utterances per voice for the all-voices speaker classifier")
+    c.add_argument("--phoneme-probe", type=int, default=0, metavar="N",
+                   help="also fit the linear phoneme probe on N utterances per training voice (see `eval phonemes`; 0 = off)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
     c.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
+    p = sub.add_parser("phonemes", help="linear CTC phoneme probe: how much of the words RVQ-1 and all 8 layers carry (PER)")
+    add_config_args(p)
+    p.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    p.add_argument("--out", default=None, help="folder for phonemes.md and phonemes.json")
+    p.add_argument("--train-per-voice", type=int, default=30, help="training-split utterances per training voice (default %(default)s)")
+    p.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
+    p.add_argument("--steps", type=int, default=600, help="probe optimiser steps (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy or a demo corpus")
     b.add_argument("corpus", choices=["librispeech", "vctk", "demo"])
     b.add_argument("--root", "--corpus", dest="root", required=True,
@@ -154,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _build(args))
     if args.command == "codec":
         return run_cli(lambda: _codec(args))
+    if args.command == "phonemes":
+        return run_cli(lambda: _phonemes(args))
     return run_cli(lambda: _run(args.command, args))
 
 

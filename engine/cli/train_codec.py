@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     run = from_dict(CodecTrainConfig, data)
     if args.max_steps is not None:
         run.train.max_steps = args.max_steps
+    if run.init_from and not os.path.exists(run.init_from) and (REPO_ROOT / run.init_from).exists():
+        run.init_from = str(REPO_ROOT / run.init_from)  # a repo path in a shipped config works from any folder
     if args.teacher_only:
         train, valid = select_utterances(run, args.corpus)
         cache = ensure_teacher(args.corpus, train + valid, progress=not args.quiet)
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
     losses = [h for h in history if "mel_l1" in h]
     if losses:
+        ctc = f", phoneme CTC {losses[-1]['phoneme_ctc']:.3f}" if "phoneme_ctc" in losses[-1] else ""
         print(f"done: step {losses[-1]['step']}, mel L1 {losses[0]['mel_l1']:.3f} -> {losses[-1]['mel_l1']:.3f}, "
-              f"RVQ-1/teacher cosine {losses[-1]['semantic_cos']:.3f}")
+              f"RVQ-1/teacher cosine {losses[-1]['semantic_cos']:.3f}{ctc}")
     print(f"codec written to {os.path.join(args.out, 'final')}")
     return 0

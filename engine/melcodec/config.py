@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -28,6 +28,9 @@ class MelCodecConfig:
     rvq_decay: float = 0.99
     dead_code_threshold: float = 0.05  # EMA cluster size below which a code is re-seeded
     semantic_dim: int = 384  # teacher width (Whisper tiny.en)
+    # phoneme symbols of the CTC head on RVQ-1 (codec v2; empty: no head). Written by train-codec from
+    # the corpus's espeak-ng transcripts (engine.train.phonemes); the head is also the phoneme probe.
+    phonemes: list[str] = field(default_factory=list)
     # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz)
     vocoder: str = "hifigan-universal"
     # auto: bfloat16 on CPUs with native bf16 (AVX512-BF16 / AMX: 2-4x faster here, same transcripts and

@@ -159,6 +159,15 @@ class MelCodecModel(nn.Module):
         )
         self.decoder = WaveDecoder(cfg)
         self.semantic_head = nn.Linear(cfg.dimension, cfg.semantic_dim)  # RVQ-1 -> teacher space (training)
+        # RVQ-1 -> phoneme logits (blank + symbols), one linear layer per frame: training and the probe
+        self.phoneme_head = nn.Linear(cfg.dimension, len(cfg.phonemes) + 1) if cfg.phonemes else None
+
+    @torch.no_grad()
+    def phoneme_logits(self, semantic: Tensor) -> Tensor:
+        """CTC logits of the phoneme head from RVQ-1 embeddings [B, D, T] -> [B, T, symbols + 1]."""
+        if self.phoneme_head is None:
+            raise ModelUnavailableError("this demo codec has no phoneme head (trained without loss.phoneme_ctc)")
+        return self.phoneme_head(semantic.transpose(1, 2))
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | Path, half: bool = True) -> Path:
@@ -218,6 +227,24 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[T
 
 
 @torch.no_grad()
+@torch.no_grad()
+def reset_codebook_stats(model: MelCodecModel, latents: Tensor, batch_frames: int) -> None:
+    """Rebuild every RVQ layer's EMA statistics (not saved with a model) from its current codebook
+    and ``latents`` [N, D]: used when training continues from a saved model (``init_from``)."""
+    residual = latents.float().cpu()
+    for layer in model.quantizer.vq.layers:
+        book = layer._codebook
+        embed = book.embed.detach().float().cpu()
+        dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed.t() + embed.pow(2).sum(1)[None]
+        idx = dist.argmin(1)
+        size = torch.bincount(idx, minlength=embed.shape[0]).float() * (batch_frames / residual.shape[0])
+        device = book.embed.device
+        book.cluster_size.copy_(size.to(device))
+        book.embed_avg.copy_((embed * size[:, None]).to(device))
+        book.inited.fill_(1.0)
+        residual = residual - embed[idx]
+
+
 def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, iters: int = 10, seed: int = 0) -> None:
     """Seed every RVQ layer by k-means on the residuals of ``latents`` [N, D] (the encoder's output on
     some training audio), scaling the EMA counts to the training batch size."""

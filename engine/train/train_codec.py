@@ -6,7 +6,11 @@ Losses (they live here, not with the model):
 - semantic distillation: 1 - cosine similarity between a projection of the RVQ-1 output and the
   Whisper tiny.en encoder's features of the same frames (SpeechTokenizer's "D-axis" loss, with
   Whisper as the teacher): RVQ-1 is pushed to carry content, leaving the voice to RVQ-2..8;
-- RVQ commitment.
+- RVQ commitment;
+- phonemes (codec v2, ``loss.phoneme_ctc``): CTC between a linear head on RVQ-1 and the espeak-ng
+  phonemes of the transcript (engine.train.phonemes), so that each RVQ-1 code stands for a phoneme.
+  CTC needs whole utterances, so these runs batch whole utterances by length (``batching:
+  utterances``) instead of 2 s crops.
 Quantiser dropout (a random number of layers in some batches) teaches the decoder to decode RVQ-1
 alone, so that ``codec --layers 1`` gives speech with the content and an average voice.
 """
@@ -39,6 +43,7 @@ class CodecLossConfig:
     commit: float = 1.0
     quantizer_dropout: float = 0.3  # share of batches decoded from a random number (1..8) of layers
     rvq1_share: float = 0.0  # of those batches, the share decoded from RVQ-1 alone (the rest: uniform 1..8)
+    phoneme_ctc: float = 0.0  # weight of the RVQ-1 phoneme CTC loss (needs batching: utterances)
 
 
 @dataclass
@@ -48,6 +53,17 @@ class CodecTrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     segment_frames: int = 100  # 2 s crops
     batch_size: int = 16
+    # crops: batch_size random crops of segment_frames; utterances: whole utterances batched by length,
+    # padded size (longest x count) within batch_frames, utterances longer than max_frames left out
+    batching: str = "crops"
+    batch_frames: int = 1600
+    max_frames: int = 600
+    # continue from a saved codec folder (config.json + model.safetensors), e.g. codec v1 for v2;
+    # its architecture must match ``model`` (a phoneme head missing from it starts fresh)
+    init_from: str = ""
+    # all: the whole codec; decoder: only the decoder (encoder, codebooks and heads frozen, so the codes
+    # of a continued codec stay exactly as they were and models trained on them stay valid)
+    trainable: str = "all"
     # which training-split utterances are used, by a stable hash of the id (so the choice of each
     # utterance never changes when the corpus grows): hash < valid_fraction -> validation,
     # then the next train_fraction -> training
@@ -61,6 +77,7 @@ class Utterance:
     id: str
     path: Path
     frames: int
+    text: str = ""
 
 
 def read_corpus(corpus: str | Path, split: str = "train") -> list[Utterance]:
@@ -70,7 +87,8 @@ def read_corpus(corpus: str | Path, split: str = "train") -> list[Utterance]:
 
     base = corpus_manifest_path(corpus).parent
     rows, _ = select_split(read_corpus_rows(base), split)
-    return [Utterance(str(r["id"]), base / r["path"], int(-(-round(float(r["duration"]) * 16000) // 320))) for r in rows]
+    return [Utterance(str(r["id"]), base / r["path"], int(-(-round(float(r["duration"]) * 16000) // 320)), str(r.get("text", "")))
+            for r in rows]
 
 
 class SegmentDataset(torch.utils.data.Dataset):
@@ -122,20 +140,76 @@ class SegmentDataset(torch.utils.data.Dataset):
                 "mask": torch.from_numpy(mask)}
 
 
+class UtteranceDataset(torch.utils.data.Dataset):
+    """Whole utterances (for the phoneme CTC loss): 16 kHz audio, 22.05 kHz audio, teacher features,
+    phoneme ids. Batched by ``LengthBucketSampler`` over ``lengths``; ``collate`` pads."""
+
+    def __init__(self, utterances: list[Utterance], teacher: TeacherCache, cfg: MelCodecConfig,
+                 phonemes: dict[str, list[int]], max_frames: int):
+        keep = [u for u in utterances if u.id in teacher and phonemes.get(u.id)]
+        if len(keep) < len(utterances):
+            log.warning("%d utterances have no teacher features or phonemes and are skipped", len(utterances) - len(keep))
+        long = [u for u in keep if u.frames > max_frames]
+        if long:
+            log.info("%d utterances longer than %d frames are left out", len(long), max_frames)
+        self.utts = [u for u in keep if u.frames <= max_frames]
+        self.teacher = teacher
+        self.cfg = cfg
+        self.phonemes = phonemes
+        self.lengths = [u.frames for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> dict:
+        import soundfile as sf
+        import soxr
+
+        utt = self.utts[i]
+        hop = self.cfg.hop_length
+        feats = self.teacher.features(utt.id)
+        wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
+        if sr != self.cfg.sample_rate:
+            raise ValueError(f"{utt.path} is {sr} Hz; the corpus must be {self.cfg.sample_rate} Hz")
+        n = min(-(-wav.shape[0] // hop), feats.shape[0])
+        audio = np.zeros(n * hop, dtype=np.float32)
+        m = min(wav.shape[0], n * hop)
+        audio[:m] = wav[:m].mean(1)
+        audio22 = soxr.resample(audio, self.cfg.sample_rate, self.cfg.vocoder_sample_rate).astype(np.float32)
+        return {"wav": torch.from_numpy(audio), "wav22": torch.from_numpy(audio22),
+                "teacher": torch.from_numpy(np.ascontiguousarray(feats[:n], dtype=np.float32)),
+                "mask": torch.ones(n), "phonemes": torch.tensor(self.phonemes[utt.id], dtype=torch.long)}
+
+
+def _pad(tensors: list[Tensor], length: int) -> Tensor:
+    out = tensors[0].new_zeros((len(tensors), length, *tensors[0].shape[1:]))
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t[:length]
+    return out
+
+
 def collate(items: list[dict]) -> dict:
-    n22 = min(it["wav22"].numel() for it in items)
-    return {"wav": torch.stack([it["wav"] for it in items]), "wav22": torch.stack([it["wav22"][:n22] for it in items]),
-            "teacher": torch.stack([it["teacher"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
-            "lengths": torch.stack([it["mask"].sum().long() for it in items])}
+    """Stack (crops) or zero-pad (whole utterances) a batch; ``phonemes`` are concatenated for CTC."""
+    frames = max(it["mask"].numel() for it in items)
+    hop = items[0]["wav"].numel() // max(items[0]["mask"].numel(), 1)
+    n22 = max(it["wav22"].numel() for it in items) if "phonemes" in items[0] else min(it["wav22"].numel() for it in items)
+    batch = {"wav": _pad([it["wav"] for it in items], frames * hop), "wav22": _pad([it["wav22"] for it in items], n22),
+             "teacher": _pad([it["teacher"] for it in items], frames), "mask": _pad([it["mask"] for it in items], frames),
+             "lengths": torch.stack([it["mask"].sum().long() for it in items])}
+    if "phonemes" in items[0]:
+        batch["phonemes"] = torch.cat([it["phonemes"] for it in items])
+        batch["phoneme_lengths"] = torch.tensor([it["phonemes"].numel() for it in items], dtype=torch.long)
+    return batch
 
 
 # ---------------------------------------------------------------------- losses
 class CodecLoss:
     """``(model, batch) -> (loss, logs)`` for the trainer."""
 
-    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0):
+    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, decoder_only: bool = False):
         self.cfg = cfg
         self.w = weights
+        self.decoder_only = decoder_only
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
         self.rng = np.random.default_rng(seed)
 
@@ -144,6 +218,18 @@ class CodecLoss:
         n_q = model.n_q
         if model.training and self.rng.random() < self.w.quantizer_dropout:
             n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
+        if self.decoder_only:  # frozen encoder and codebooks: eval mode stops the codebooks' EMA updates
+            model.encoder.eval()
+            model.quantizer.eval()
+            with torch.no_grad():
+                latent = model.encoder(wav[:, None])  # [B, D, T]
+                quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
+            mel_pred = model.decoder.mel(quantized)
+            self.mel.to(wav.device)
+            target = self.mel(batch["wav22"])[..., : mel_pred.shape[-1]]
+            mel_mask = F.interpolate(mask[:, None], size=mel_pred.shape[-1], mode="nearest")
+            mel_l1 = ((mel_pred - target).abs() * mel_mask).sum() / (mel_mask.sum() * mel_pred.shape[1]).clamp(min=1)
+            return self.w.mel * mel_l1, {"mel_l1": mel_l1.detach(), "n_q": n_q}
         latent = model.encoder(wav[:, None])  # [B, D, T]
         quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
         mel_pred = model.decoder.mel(quantized)  # [B, 80, M]
@@ -155,7 +241,33 @@ class CodecLoss:
         cos = F.cosine_similarity(sem, batch["teacher"].to(sem.dtype), dim=-1)  # [B, T]
         sem_loss = ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
         loss = self.w.mel * mel_l1 + self.w.semantic * sem_loss + self.w.commit * commit
-        return loss, {"mel_l1": mel_l1.detach(), "semantic_cos": 1 - sem_loss.detach(), "commit": commit.detach(), "n_q": n_q}
+        logs = {"mel_l1": mel_l1.detach(), "semantic_cos": 1 - sem_loss.detach(), "commit": commit.detach(), "n_q": n_q}
+        if self.w.phoneme_ctc > 0 and "phonemes" in batch:
+            ctc, per = self.phoneme_loss(model, layers[0], batch)
+            loss = loss + self.w.phoneme_ctc * ctc
+            logs["phoneme_ctc"] = ctc.detach()
+            if per is not None:
+                logs["phoneme_error"] = per
+        return loss, logs
+
+    def phoneme_loss(self, model: MelCodecModel, rvq1: Tensor, batch: dict) -> tuple[Tensor, float | None]:
+        """CTC of the phoneme head on RVQ-1 [B, D, T]; in evaluation also the greedy phoneme error rate."""
+        from engine.train.phonemes import ctc_greedy, edit_distance
+
+        if model.phoneme_head is None:
+            raise ValueError("loss.phoneme_ctc > 0 needs a codec with a phoneme head (model.phonemes)")
+        logits = model.phoneme_head(rvq1.transpose(1, 2)).float()  # [B, T, V]
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # [T, B, V]
+        ctc = F.ctc_loss(log_probs, batch["phonemes"], batch["lengths"], batch["phoneme_lengths"], blank=0,
+                         reduction="mean", zero_infinity=True)
+        per = None
+        if not model.training:
+            best = logits.argmax(-1).cpu()
+            targets = batch["phonemes"].cpu().split(batch["phoneme_lengths"].cpu().tolist())
+            errors = sum(edit_distance(ctc_greedy(best[i, : int(n)].tolist()), targets[i].tolist())
+                         for i, n in enumerate(batch["lengths"].cpu()))
+            per = errors / max(int(batch["phoneme_lengths"].sum()), 1)
+        return ctc, per
 
 
 # ---------------------------------------------------------------------- entry
@@ -212,22 +324,107 @@ def seed_codebooks(model: MelCodecModel, dataset: SegmentDataset, batch_frames: 
     init_codebooks(model, torch.cat(latents), batch_frames, seed=seed)
 
 
+def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[Utterance]) -> dict[str, list[int]]:
+    """Phoneme ids of every utterance's transcript; fills ``run.model.phonemes`` from them when empty."""
+    from engine.train.phonemes import build_inventory, encode_ipa, ensure_phonemes
+
+    ipa = ensure_phonemes(corpus, {u.id: u.text for u in utterances if u.text})
+    if not run.model.phonemes:
+        run.model.phonemes = build_inventory(ipa.values())
+        log.info("phoneme inventory: %d symbols", len(run.model.phonemes))
+    return {uid: encode_ipa(text, run.model.phonemes) for uid, text in ipa.items()}
+
+
+def load_init(model: MelCodecModel, folder: str | Path) -> None:
+    """Weights of a saved codec into ``model`` (same architecture; a phoneme head it lacks starts
+    fresh). The codebooks' EMA statistics are not saved: rebuild them with ``reset_codebook_stats``."""
+    from safetensors.torch import load_file
+
+    from engine.melcodec.model import WEIGHTS_FILE, _TRAINING_BUFFERS, reset_codebook_stats
+
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} does not exist; point it at a codec folder (config.json + {WEIGHTS_FILE})")
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    own = model.state_dict()
+    shapes = [k for k, v in state.items() if k in own and own[k].shape != v.shape and not k.startswith("phoneme_head.")]
+    if shapes:
+        raise ValueError(f"init_from {folder}: architecture differs from the training config at {shapes[:3]}")
+    state = {k: v for k, v in state.items() if not (k.startswith("phoneme_head.") and own.get(k, v).shape != v.shape)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS and not k.startswith("phoneme_head.")]
+    if missing or unexpected:
+        raise ValueError(f"init_from {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def _encoder_latents(model: MelCodecModel, dataset, count: int = 256, seed: int = 0) -> Tensor:
+    """The encoder's output frames [N, D] on ``count`` items of ``dataset``."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    out = []
+    with torch.no_grad():
+        for i in picks:
+            item = dataset[int(i)]
+            n = int(item["mask"].sum())
+            out.append(model.encoder(item["wav"][None, None])[0, :, :n].t())
+    return torch.cat(out)
+
+
 def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train and export to ``out_dir/final`` (config.json + model.safetensors)."""
+    from engine.train.codes_data import LengthBucketSampler
+
+    if run.batching not in ("crops", "utterances"):
+        raise ValueError(f"batching must be crops or utterances, got {run.batching!r}")
+    if run.loss.phoneme_ctc > 0 and run.batching != "utterances":
+        raise ValueError("loss.phoneme_ctc needs whole utterances: set batching: utterances")
+    if run.trainable not in ("all", "decoder"):
+        raise ValueError(f"trainable must be all or decoder, got {run.trainable!r}")
+    if run.trainable == "decoder" and not run.init_from and not resume:
+        raise ValueError("trainable: decoder continues a trained codec: set init_from to its folder")
+    if run.init_from and not run.model.phonemes:  # continuing a codec with a phoneme head keeps its inventory
+        import json
+
+        saved = Path(run.init_from) / "config.json"
+        if saved.is_file():
+            run.model.phonemes = list(json.loads(saved.read_text()).get("phonemes") or [])
     train, valid = select_utterances(run, corpus)
     teacher = ensure_teacher(corpus, train + valid, progress=progress)
     tc = run.train
-    train_set = SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
-    valid_set = SegmentDataset(valid, teacher, run.model, run.segment_frames, random_crop=False)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=run.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                                               num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0,
-                                               generator=torch.Generator().manual_seed(tc.seed))
-    valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=run.batch_size, collate_fn=collate) if len(valid_set) else None
+    gen = torch.Generator().manual_seed(tc.seed)
+    if run.batching == "utterances":
+        phonemes = phoneme_targets(run, corpus, train + valid) if run.loss.phoneme_ctc > 0 else {}
+        if not phonemes:
+            phonemes = {u.id: [1] for u in train + valid}  # no CTC: whole utterances only
+        train_set = UtteranceDataset(train, teacher, run.model, phonemes, run.max_frames)
+        valid_set = UtteranceDataset(valid, teacher, run.model, phonemes, run.max_frames)
+        sampler = LengthBucketSampler(train_set.lengths, run.batch_frames, seed=tc.seed)
+        train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers,
+                                                   persistent_workers=tc.num_workers > 0)
+        valid_loader = (torch.utils.data.DataLoader(valid_set, batch_sampler=LengthBucketSampler(valid_set.lengths, run.batch_frames, shuffle=False),
+                                                    collate_fn=collate) if len(valid_set) else None)
+    else:
+        train_set = SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
+        valid_set = SegmentDataset(valid, teacher, run.model, run.segment_frames, random_crop=False)
+        train_loader = torch.utils.data.DataLoader(train_set, batch_size=run.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
+                                                   num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, generator=gen)
+        valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=run.batch_size, collate_fn=collate) if len(valid_set) else None
     torch.manual_seed(tc.seed)
     model = MelCodecModel(run.model)
-    loss = CodecLoss(run.model, run.loss, seed=tc.seed)
+    loss = CodecLoss(run.model, run.loss, seed=tc.seed, decoder_only=run.trainable == "decoder")
+    batch_frames = run.batch_frames if run.batching == "utterances" else run.batch_size * run.segment_frames
     if not (resume and any(Path(out_dir, "checkpoints").glob("step-*"))):
-        seed_codebooks(model, train_set, run.batch_size * run.segment_frames, seed=tc.seed)
+        crops = train_set if run.batching == "crops" else SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
+        if run.init_from:
+            from engine.melcodec.model import reset_codebook_stats
+
+            load_init(model, run.init_from)
+            reset_codebook_stats(model, _encoder_latents(model, crops, seed=tc.seed), batch_frames)
+        else:
+            seed_codebooks(model, crops, batch_frames, seed=tc.seed)
+    if run.trainable == "decoder":
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith("decoder."))
     trainer = Trainer(model, train_loader, valid_loader, tc, out_dir, loss,
                       export_fn=lambda m, folder: m.save_pretrained(folder),
                       run_config={"codec": run.model.name, "corpus": str(corpus), **{f"model.{k}": v for k, v in dataclasses.asdict(run.model).items()}})

@@ -250,15 +250,23 @@ class Trainer:
                     p.copy_(backup[k])
 
     @torch.no_grad()
-    def _valid_loss(self) -> float:
+    def _valid_loss(self, metrics: dict[str, float] | None = None) -> float:
+        """Mean validation loss; ``metrics`` receives the mean of the loss function's plain-float logs
+        (e.g. SoundStorm's accuracy, the codec's phoneme error rate; tensor logs are training-only)."""
         gen = torch.Generator().manual_seed(1234)  # the same prompts/noise every evaluation
         total, count = 0.0, 0
+        sums: dict[str, float] = {}
         for batch in self.valid_loader:
             batch = {k: v.to(self.acc.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             with self.acc.autocast():
-                loss, _ = self.loss_fn(self.model, {**batch, "generator": gen})
+                loss, logs = self.loss_fn(self.model, {**batch, "generator": gen})
             total += float(loss)
             count += 1
+            for key, value in (logs or {}).items():
+                if isinstance(value, float) and key != "loss":  # plain floats: metrics (e.g. accuracy, error rate)
+                    sums[key] = sums.get(key, 0.0) + value
+        if metrics is not None:
+            metrics.update({k: v / max(count, 1) for k, v in sums.items()})
         return total / max(count, 1)
 
     def validate(self) -> dict[str, float]:
@@ -267,7 +275,9 @@ class Trainer:
             return {}
         self.model.eval()
         try:
-            out = {"valid_loss": self._valid_loss()}
+            metrics: dict[str, float] = {}
+            out = {"valid_loss": self._valid_loss(metrics)}
+            out.update({f"valid_{k}": v for k, v in metrics.items()})
             backup = self._swap_in_ema()
             if backup is not None:
                 try:
