@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rebuild the demo codec from scratch (docs/demo.md): corpus -> teacher features -> phase 1 (v1:
 # mel + Whisper distillation, 2 s crops) -> phase 2 (v2: + phoneme CTC head on RVQ-1, whole
-# utterances) -> evaluation on the held-out voices -> assets/models/demo/codec/. Resumable: run it
-# again after an interruption and every step continues where it stopped.
+# utterances) -> phase 3 (the decoder alone, codes frozen) -> evaluation on the held-out voices ->
+# assets/models/demo/codec/. Resumable: run it again after an interruption and every step continues
+# where it stopped.
 #
-#   bash scripts/make_demo_codec.sh [CORPUS_DIR] [RUN_DIR]      (phase 2 runs in RUN_DIR_v2)
+#   bash scripts/make_demo_codec.sh [CORPUS_DIR] [RUN_DIR]      (phases 2 and 3 run in RUN_DIR_v2, RUN_DIR_v2_decoder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-data/demo_corpus}
@@ -15,8 +16,11 @@ PY=${PYTHON:-.venv/bin/python}
 "$PY" -m engine train-codec --corpus "$CORPUS" --out "$RUN" --threads 1 --resume
 "$PY" -m engine train-codec --corpus "$CORPUS" --out "${RUN}_v2" --config assets/configs/train/codec_demo_v2.yaml \
     --train-set "init_from=$RUN/final" --threads 2 --resume
-"$PY" -m engine eval codec --profile demo --set "codec.path=${RUN}_v2/final" --corpus "$CORPUS" --out reports/codec_demo \
+"$PY" -m engine train-codec --corpus "$CORPUS" --out "${RUN}_v2_decoder" --config assets/configs/train/codec_demo_v2_decoder.yaml \
+    --train-set "init_from=${RUN}_v2/final" --threads 2 --resume
+FINAL="${RUN}_v2_decoder/final"
+"$PY" -m engine eval codec --profile demo --set "codec.path=$FINAL" --corpus "$CORPUS" --out reports/codec_demo \
     --asr tiny --speaker resemblyzer --phoneme-probe 30
 mkdir -p assets/models/demo/codec
-cp "${RUN}_v2/final/config.json" "${RUN}_v2/final/model.safetensors" assets/models/demo/codec/
+cp "$FINAL/config.json" "$FINAL/model.safetensors" assets/models/demo/codec/
 echo "demo codec copied to assets/models/demo/codec/ (update its README.md with reports/codec_demo/summary.md)"

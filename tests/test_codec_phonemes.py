@@ -185,3 +185,16 @@ def test_decoder_only_training_keeps_the_codes(corpus, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="init_from"):
         run.init_from = ""
         train_codec(run, corpus, tmp_path / "none", progress=False)
+
+
+def test_train_codec_cli_decoder_phase(corpus, tmp_path, capsys):  # noqa: F811
+    from engine.cli.train_codec import main
+    from engine.train.train_codec import CodecTrainConfig, train_codec
+    from engine.config import from_dict, read_yaml
+
+    train_codec(from_dict(CodecTrainConfig, read_yaml(REPO / "assets/configs/train/codec_tiny.yaml")), corpus, tmp_path / "v1", progress=False)
+    argv = ["--corpus", str(corpus), "--out", str(tmp_path / "dec"), "--config", str(REPO / "assets/configs/train/codec_tiny.yaml"),
+            "--train-set", "trainable=decoder", "--train-set", f"init_from={tmp_path / 'v1' / 'final'}", "--max-steps", "2", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "done: step 2, mel L1" in out and "cosine" not in out  # the decoder phase has no semantic loss to report

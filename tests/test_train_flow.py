@@ -153,3 +153,23 @@ def test_refuses_data_of_another_codec(tmp_path):
     data = write_corpus(tmp_path / "data", "hubert_avg", synthetic_codes(n_utts=2, frames=10))
     with pytest.raises(ValueError, match="extracted with the 'hubert_avg' codec"):
         train_flow_main(["--config", str(CONFIG), "--data", str(data), "--out", str(tmp_path / "run"), "--profile", "tiny", "--quiet"])
+
+
+def test_init_from_a_saved_model_continues_it(tmp_path, codec, one_thread):
+    """init_from starts a new run (fresh optimiser and schedule) from a saved model's weights and
+    feature statistics; a model of another size is refused with the fields that differ."""
+    data = write_corpus(tmp_path / "data", "tiny", synthetic_codes(n_utts=6))
+    common = ["--config", str(CONFIG), "--data", str(data), "--profile", "tiny", "--quiet", "--train-set", "train.valid_fraction=0.0"]
+    assert train_flow_main(common + ["--out", str(tmp_path / "first"), "--max-steps", "30"]) == 0
+    first = FlowModel.from_pretrained(tmp_path / "first" / "final", codec="tiny")
+    assert train_flow_main(common + ["--out", str(tmp_path / "second"), "--max-steps", "1", "--train-set", "train.lr=1e-9",
+                                     "--train-set", f"init_from={tmp_path / 'first' / 'final'}"]) == 0
+    second = FlowModel.from_pretrained(tmp_path / "second" / "final", codec="tiny")
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)  # continued from it (one tiny step)
+    torch.manual_seed(0)
+    fresh = build_model(FlowModelSpec(size="tiny"), codec).state_dict()
+    assert any(not torch.allclose(fresh[k].float(), b[k].float(), atol=1e-3) for k in fresh)
+    with pytest.raises(ValueError, match="differs from the training config"):
+        train_flow_main(common + ["--out", str(tmp_path / "third"), "--max-steps", "1", "--train-set", "model.size=base",
+                                  "--train-set", f"init_from={tmp_path / 'first' / 'final'}"])

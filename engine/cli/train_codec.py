@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
     losses = [h for h in history if "mel_l1" in h]
     if losses:
-        ctc = f", phoneme CTC {losses[-1]['phoneme_ctc']:.3f}" if "phoneme_ctc" in losses[-1] else ""
-        print(f"done: step {losses[-1]['step']}, mel L1 {losses[0]['mel_l1']:.3f} -> {losses[-1]['mel_l1']:.3f}, "
-              f"RVQ-1/teacher cosine {losses[-1]['semantic_cos']:.3f}{ctc}")
+        last = losses[-1]
+        extra = "".join(f", {label} {last[key]:.3f}" for key, label in (("semantic_cos", "RVQ-1/teacher cosine"), ("phoneme_ctc", "phoneme CTC"))
+                        if key in last)
+        print(f"done: step {last['step']}, mel L1 {losses[0]['mel_l1']:.3f} -> {last['mel_l1']:.3f}{extra}")
     print(f"codec written to {os.path.join(args.out, 'final')}")
     return 0

@@ -37,6 +37,9 @@ class FlowTrainConfig:
     model: FlowModelSpec = field(default_factory=FlowModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
     stats_utterances: int = 500  # utterances used for the feature mean/std
+    # continue from a saved flow model folder (weights and feature statistics; fresh optimiser and
+    # schedule): a longer run after a shipped one, or a new schedule. Its architecture must match.
+    init_from: str = ""
 
 
 class CodebookEmbedder:
@@ -99,7 +102,10 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
     embed = CodebookEmbedder(codec.codebooks())
     torch.manual_seed(tc.seed)  # the same initial weights for the same config, whatever ran before
     model = build_model(run.model, codec)
-    if not resume:
+    fresh = not (resume and any(Path(out_dir, "checkpoints").glob("step-*")))
+    if fresh and run.init_from:
+        load_init(model, run.init_from, codec)
+    elif fresh:
         mean, std = feature_stats(train_set, embed, run.stats_utterances)
         model.set_feature_stats(mean, std)
 
@@ -113,10 +119,21 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
         run_config={"codec": codec.name, **{f"model.{k}": v for k, v in dataclasses.asdict(run.model).items()}},
     )
     if resume and not trainer.resume():
-        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
-        mean, std = feature_stats(train_set, embed, run.stats_utterances)
-        trainer.acc.unwrap_model(trainer.model).set_feature_stats(mean.to(trainer.acc.device), std.to(trainer.acc.device))
+        log.warning("--resume: no checkpoint in %s, starting %s", out_dir, f"from {run.init_from}" if run.init_from else "from scratch")
     return trainer.fit(progress=progress)
+
+
+def load_init(model: FlowModel, folder: str | Path, codec: Codec) -> None:
+    """Weights and feature statistics of the saved flow model in ``folder`` into ``model`` (the same
+    architecture, codec and chain; anything else is refused with the fields that differ)."""
+    saved = FlowModel.from_pretrained(folder, codec=codec.name, device="cpu")
+    ours, theirs = dataclasses.asdict(model.cfg), dataclasses.asdict(saved.cfg)
+    differ = sorted(k for k in ours if k not in ("prompt_dropout",) and ours.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"init_from {folder}: its model differs from the training config in {differ}; "
+                         "train a new model, or use the same model settings")
+    model.load_state_dict(saved.state_dict())
+    log.info("initialised from %s", folder)
 
 
 def export_checkpoint(checkpoint: str | Path, codec: Codec, out_dir: str | Path, weights: str = "ema") -> Path:
