@@ -198,3 +198,17 @@ def test_train_codec_cli_decoder_phase(corpus, tmp_path, capsys):  # noqa: F811
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "done: step 2, mel L1" in out and "cosine" not in out  # the decoder phase has no semantic loss to report
+
+
+@needs_espeak
+def test_eval_phonemes_cli_writes_the_report(corpus, tmp_path, capsys):  # noqa: F811
+    from engine.cli.eval import main
+
+    torch.manual_seed(0)
+    MelCodecModel(TINY).save_pretrained(tmp_path / "codec")  # no phoneme head: the probe alone
+    argv = ["phonemes", "--profile", "demo", "--set", f"codec.path={tmp_path / 'codec'}", "--set", "codec.name=demo-tiny",
+            "--corpus", str(corpus), "--train-per-voice", "2", "--per-voice", "2", "--steps", "3", "--out", str(tmp_path / "rep")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "rep" / "phonemes.json").read_text())
+    assert report["train_items"] == 2 and report["test_items"] == 2 and np.isnan(report["per_head"])
+    assert "no phoneme head" in capsys.readouterr().out

@@ -157,6 +157,16 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_parser(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand scored on a demo corpus's held-out voices: profile options, --corpus, --per-voice, --seed."""
+    parser = sub.add_parser(name, help=text, description=text)
+    add_config_args(parser)
+    parser.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    parser.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,25 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     for task, text in (("tts", "zero-shot TTS: speak each item's text in its prompt voice"),
                        ("vc", "zero-shot voice conversion: each item's source in its prompt voice")):
         _add_run_args(sub.add_parser(task, help=text, description=text))
-    c = sub.add_parser("codec", help="codec resynthesis (8 layers / RVQ-1) and the RVQ split on a demo corpus's held-out voices")
-    add_config_args(c)
-    c.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    c = _corpus_parser(sub, "codec", "codec resynthesis (8 layers / RVQ-1) and the RVQ split on a demo corpus's held-out voices")
     c.add_argument("--out", required=True, help="folder for summary.md, summary.json, items.jsonl and the audio")
-    c.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
     c.add_argument("--classifier-per-voice", type=int, default=12, help="utterances per voice for the all-voices speaker classifier")
     c.add_argument("--phoneme-probe", type=int, default=0, metavar="N",
                    help="also fit the linear phoneme probe on N utterances per training voice (see `eval phonemes`; 0 = off)")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--asr", default="auto", help="auto | tiny | medium | a faster-whisper folder (default: auto)")
     c.add_argument("--speaker", default="auto", help="auto | wavlm | resemblyzer | a WavLM-sv folder (default: auto)")
-    p = sub.add_parser("phonemes", help="linear CTC phoneme probe: how much of the words RVQ-1 and all 8 layers carry (PER)")
-    add_config_args(p)
-    p.add_argument("--corpus", required=True, help="folder written by `python -m engine demo corpus`")
+    p = _corpus_parser(sub, "phonemes", "linear CTC phoneme probe: how much of the words RVQ-1 and all 8 layers carry (PER)")
     p.add_argument("--out", default=None, help="folder for phonemes.md and phonemes.json")
     p.add_argument("--train-per-voice", type=int, default=30, help="training-split utterances per training voice (default %(default)s)")
-    p.add_argument("--per-voice", type=int, default=20, help="test utterances per held-out voice (0 = all; default %(default)s)")
     p.add_argument("--steps", type=int, default=600, help="probe optimiser steps (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("build-testset", help="build a manifest from a local LibriSpeech / VCTK copy or a demo corpus")
     b.add_argument("corpus", choices=["librispeech", "vctk", "demo"])
     b.add_argument("--root", "--corpus", dest="root", required=True,
