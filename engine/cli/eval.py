@@ -103,24 +103,27 @@ def _codec(args: argparse.Namespace) -> int:
     report = evaluate_codec(codec, items, asr, speaker, args.out, progress=progress, classifier_items=others)
     print(report.markdown())
     if args.phoneme_probe:
-        import json
-        from dataclasses import asdict
-
         from engine.eval.phoneme_probe import phoneme_probe
 
         probe = phoneme_probe(codec, args.corpus, train_per_voice=args.phoneme_probe, test_per_voice=args.per_voice, seed=args.seed)
         print(probe.markdown())
-        Path(args.out, "phonemes.json").write_text(json.dumps(asdict(probe), indent=2))
-        Path(args.out, "phonemes.md").write_text(probe.markdown() + "\n")
+        _write_probe(probe, args.out)
     print(f"bench: codec encode + decode {report.realtime_factor:.2f}x real time on {__import__('torch').get_num_threads()} threads")
     print(f"wrote {args.out}/summary.md, summary.json, items.jsonl and audio/")
     return 0
 
 
-def _phonemes(args: argparse.Namespace) -> int:
+def _write_probe(report, out: str) -> None:
+    """phonemes.json and phonemes.md of a phoneme-probe report in ``out``."""
     import json
     from dataclasses import asdict
 
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "phonemes.json").write_text(json.dumps(asdict(report), indent=2))
+    Path(out, "phonemes.md").write_text(report.markdown() + "\n")
+
+
+def _phonemes(args: argparse.Namespace) -> int:
     from engine.cli.common import config_from_args
     from engine.codec import Codec
     from engine.eval.phoneme_probe import phoneme_probe
@@ -132,11 +135,8 @@ def _phonemes(args: argparse.Namespace) -> int:
                            steps=args.steps, seed=args.seed)
     print(report.markdown())
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "phonemes.json").write_text(json.dumps(asdict(report), indent=2))
-        (out / "phonemes.md").write_text(report.markdown() + "\n")
-        print(f"wrote {out}/phonemes.md and phonemes.json")
+        _write_probe(report, args.out)
+        print(f"wrote {args.out}/phonemes.md and phonemes.json")
     return 0
 
 

@@ -86,10 +86,15 @@ class CodecReport:
 
 def read_test_items(corpus: str | Path, heldout_voices_only: bool = True) -> list[CodecItem]:
     """The corpus's test split (held-out voices only by default), read as extraction reads it."""
+    return read_split_items(corpus, "test", heldout_voices_only)
+
+
+def read_split_items(corpus: str | Path, split: str, heldout_voices_only: bool = False) -> list[CodecItem]:
+    """One split of the corpus (``train`` or ``test``), read as extraction reads it."""
     from engine.train.extract import corpus_manifest_path, read_corpus_rows, select_split
 
     base = corpus_manifest_path(corpus).parent
-    rows, _ = select_split(read_corpus_rows(base), "test")
+    rows, _ = select_split(read_corpus_rows(base), split)
     return [CodecItem(str(r["id"]), str(r["voice"]), str(r["text"]), base / r["path"], bool(r["heldout_voice"]))
             for r in rows if r["heldout_voice"] or not heldout_voices_only]
 

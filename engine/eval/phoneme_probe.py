@@ -108,26 +108,15 @@ def phoneme_probe(codec, corpus: str | Path, train_per_voice: int = 30, test_per
                   seed: int = 0) -> ProbeReport:
     """Fit the probe on training-voice utterances of ``corpus``'s train split and score it on its
     held-out voices' test utterances (see the module docstring)."""
-    from engine.eval.codec_eval import CodecItem, pick_items, read_test_items
+    from engine.eval.codec_eval import pick_items, read_split_items, read_test_items
     from engine.train.phonemes import build_inventory, encode_ipa, ensure_phonemes
-    from engine.train.train_codec import read_corpus
 
-    train_rows = read_corpus(corpus, "train")
-    by_voice: dict[str, list] = {}
-    for u in train_rows:
-        if u.text:
-            by_voice.setdefault(u.path.parent.name, []).append(u)
-    rng = np.random.default_rng(seed)
-    train = []
-    for voice in sorted(by_voice):
-        mine = sorted(by_voice[voice], key=lambda u: u.id)
-        take = rng.choice(len(mine), size=min(train_per_voice, len(mine)), replace=False)
-        train += [mine[int(k)] for k in sorted(take)]
-    test: list[CodecItem] = pick_items(read_test_items(corpus, heldout_voices_only=True), test_per_voice, seed)
+    train = pick_items([i for i in read_split_items(corpus, "train") if i.text], train_per_voice, seed)
+    test = pick_items(read_test_items(corpus, heldout_voices_only=True), test_per_voice, seed)
     if not train or not test:
         raise ValueError(f"{corpus}: the phoneme probe needs training utterances with text and held-out test utterances; "
                          "build the corpus with `python -m engine demo corpus`")
-    ipa = ensure_phonemes(corpus, {**{u.id: u.text for u in train}, **{t.id: t.text for t in test}})
+    ipa = ensure_phonemes(corpus, {i.id: i.text for i in train + test})
     model = getattr(codec, "model", None)
     head = getattr(model, "phoneme_head", None)
     inventory = list(model.cfg.phonemes) if head is not None else build_inventory(ipa[u.id] for u in train)

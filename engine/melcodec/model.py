@@ -227,6 +227,19 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[T
 
 
 @torch.no_grad()
+def _set_layer(book, residual: Tensor, centroids: Tensor, counts: Tensor, batch_frames: int) -> Tensor:
+    """Give one RVQ layer ``centroids`` [K, D] with EMA statistics from ``counts`` [K] (scaled to a
+    training batch of ``batch_frames``); returns ``residual`` [N, D] minus each row's nearest centroid."""
+    size = counts * (batch_frames / residual.shape[0])
+    device = book.embed.device
+    book.embed.copy_(centroids.to(device))
+    book.cluster_size.copy_(size.to(device))
+    book.embed_avg.copy_((centroids * size[:, None]).to(device))
+    book.inited.fill_(1.0)
+    dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ centroids.t() + centroids.pow(2).sum(1)[None]
+    return residual - centroids[dist.argmin(1)]
+
+
 @torch.no_grad()
 def reset_codebook_stats(model: MelCodecModel, latents: Tensor, batch_frames: int) -> None:
     """Rebuild every RVQ layer's EMA statistics (not saved with a model) from its current codebook
@@ -236,13 +249,8 @@ def reset_codebook_stats(model: MelCodecModel, latents: Tensor, batch_frames: in
         book = layer._codebook
         embed = book.embed.detach().float().cpu()
         dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed.t() + embed.pow(2).sum(1)[None]
-        idx = dist.argmin(1)
-        size = torch.bincount(idx, minlength=embed.shape[0]).float() * (batch_frames / residual.shape[0])
-        device = book.embed.device
-        book.cluster_size.copy_(size.to(device))
-        book.embed_avg.copy_((embed * size[:, None]).to(device))
-        book.inited.fill_(1.0)
-        residual = residual - embed[idx]
+        counts = torch.bincount(dist.argmin(1), minlength=embed.shape[0]).float()
+        residual = _set_layer(book, residual, embed, counts, batch_frames)
 
 
 def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, iters: int = 10, seed: int = 0) -> None:
@@ -253,11 +261,4 @@ def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, ite
     for layer in model.quantizer.vq.layers:
         book = layer._codebook
         centroids, counts = kmeans(residual, book.codebook_size, iters, gen)
-        size = counts * (batch_frames / residual.shape[0])
-        device = book.embed.device
-        book.embed.copy_(centroids.to(device))
-        book.cluster_size.copy_(size.to(device))
-        book.embed_avg.copy_((centroids * size[:, None]).to(device))
-        book.inited.fill_(1.0)
-        dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ centroids.t() + centroids.pow(2).sum(1)[None]
-        residual = residual - centroids[dist.argmin(1)]
+        residual = _set_layer(book, residual, centroids, counts, batch_frames)

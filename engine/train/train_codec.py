@@ -17,6 +17,7 @@ alone, so that ``codec --layers 1`` gives speech with the content and an average
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -142,11 +143,11 @@ class SegmentDataset(torch.utils.data.Dataset):
 
 class UtteranceDataset(torch.utils.data.Dataset):
     """Whole utterances (for the phoneme CTC loss): 16 kHz audio, 22.05 kHz audio, teacher features,
-    phoneme ids. Batched by ``LengthBucketSampler`` over ``lengths``; ``collate`` pads."""
+    phoneme ids (when ``phonemes`` is given; utterances without any are then left out). Batched by ``LengthBucketSampler`` over ``lengths``; ``collate`` pads."""
 
     def __init__(self, utterances: list[Utterance], teacher: TeacherCache, cfg: MelCodecConfig,
-                 phonemes: dict[str, list[int]], max_frames: int):
-        keep = [u for u in utterances if u.id in teacher and phonemes.get(u.id)]
+                 phonemes: dict[str, list[int]] | None, max_frames: int):
+        keep = [u for u in utterances if u.id in teacher and (phonemes is None or phonemes.get(u.id))]
         if len(keep) < len(utterances):
             log.warning("%d utterances have no teacher features or phonemes and are skipped", len(utterances) - len(keep))
         long = [u for u in keep if u.frames > max_frames]
@@ -176,9 +177,11 @@ class UtteranceDataset(torch.utils.data.Dataset):
         m = min(wav.shape[0], n * hop)
         audio[:m] = wav[:m].mean(1)
         audio22 = soxr.resample(audio, self.cfg.sample_rate, self.cfg.vocoder_sample_rate).astype(np.float32)
-        return {"wav": torch.from_numpy(audio), "wav22": torch.from_numpy(audio22),
-                "teacher": torch.from_numpy(np.ascontiguousarray(feats[:n], dtype=np.float32)),
-                "mask": torch.ones(n), "phonemes": torch.tensor(self.phonemes[utt.id], dtype=torch.long)}
+        item = {"wav": torch.from_numpy(audio), "wav22": torch.from_numpy(audio22),
+                "teacher": torch.from_numpy(np.ascontiguousarray(feats[:n], dtype=np.float32)), "mask": torch.ones(n)}
+        if self.phonemes is not None:
+            item["phonemes"] = torch.tensor(self.phonemes[utt.id], dtype=torch.long)
+        return item
 
 
 def _pad(tensors: list[Tensor], length: int) -> Tensor:
@@ -192,7 +195,7 @@ def collate(items: list[dict]) -> dict:
     """Stack (crops) or zero-pad (whole utterances) a batch; ``phonemes`` are concatenated for CTC."""
     frames = max(it["mask"].numel() for it in items)
     hop = items[0]["wav"].numel() // max(items[0]["mask"].numel(), 1)
-    n22 = max(it["wav22"].numel() for it in items) if "phonemes" in items[0] else min(it["wav22"].numel() for it in items)
+    n22 = max(it["wav22"].numel() for it in items)  # crops all have the same length: nothing is padded
     batch = {"wav": _pad([it["wav"] for it in items], frames * hop), "wav22": _pad([it["wav22"] for it in items], n22),
              "teacher": _pad([it["teacher"] for it in items], frames), "mask": _pad([it["mask"] for it in items], frames),
              "lengths": torch.stack([it["mask"].sum().long() for it in items])}
@@ -221,22 +224,16 @@ class CodecLoss:
         if self.decoder_only:  # frozen encoder and codebooks: eval mode stops the codebooks' EMA updates
             model.encoder.eval()
             model.quantizer.eval()
-            with torch.no_grad():
-                latent = model.encoder(wav[:, None])  # [B, D, T]
-                quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
-            mel_pred = model.decoder.mel(quantized)
-            self.mel.to(wav.device)
-            target = self.mel(batch["wav22"])[..., : mel_pred.shape[-1]]
-            mel_mask = F.interpolate(mask[:, None], size=mel_pred.shape[-1], mode="nearest")
-            mel_l1 = ((mel_pred - target).abs() * mel_mask).sum() / (mel_mask.sum() * mel_pred.shape[1]).clamp(min=1)
-            return self.w.mel * mel_l1, {"mel_l1": mel_l1.detach(), "n_q": n_q}
-        latent = model.encoder(wav[:, None])  # [B, D, T]
-        quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
+        with torch.no_grad() if self.decoder_only else contextlib.nullcontext():
+            latent = model.encoder(wav[:, None])  # [B, D, T]
+            quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
         mel_pred = model.decoder.mel(quantized)  # [B, 80, M]
         self.mel.to(wav.device)
         target = self.mel(batch["wav22"])[..., : mel_pred.shape[-1]]  # [B, 80, M]
         mel_mask = F.interpolate(mask[:, None], size=mel_pred.shape[-1], mode="nearest")  # [B, 1, M]
         mel_l1 = ((mel_pred - target).abs() * mel_mask).sum() / (mel_mask.sum() * mel_pred.shape[1]).clamp(min=1)
+        if self.decoder_only:
+            return self.w.mel * mel_l1, {"mel_l1": mel_l1.detach(), "n_q": n_q}
         sem = model.semantic_head(layers[0].transpose(1, 2))  # [B, T, 384]
         cos = F.cosine_similarity(sem, batch["teacher"].to(sem.dtype), dim=-1)  # [B, T]
         sem_loss = ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
@@ -313,15 +310,7 @@ def select_utterances(run: CodecTrainConfig, corpus: str | Path) -> tuple[list[U
 
 def seed_codebooks(model: MelCodecModel, dataset: SegmentDataset, batch_frames: int, utterances: int = 128, seed: int = 0) -> None:
     """k-means initialisation of the codebooks from the (untrained) encoder's output on some crops."""
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(dataset), size=min(utterances, len(dataset)), replace=False)
-    with torch.no_grad():
-        latents = []
-        for i in picks:
-            item = dataset[int(i)]
-            n = int(item["mask"].sum())
-            latents.append(model.encoder(item["wav"][None, None])[0, :, :n].t())  # [n, D]
-    init_codebooks(model, torch.cat(latents), batch_frames, seed=seed)
+    init_codebooks(model, _encoder_latents(model, dataset, utterances, seed), batch_frames, seed=seed)
 
 
 def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[Utterance]) -> dict[str, list[int]]:
@@ -340,7 +329,7 @@ def load_init(model: MelCodecModel, folder: str | Path) -> None:
     fresh). The codebooks' EMA statistics are not saved: rebuild them with ``reset_codebook_stats``."""
     from safetensors.torch import load_file
 
-    from engine.melcodec.model import WEIGHTS_FILE, _TRAINING_BUFFERS, reset_codebook_stats
+    from engine.melcodec.model import WEIGHTS_FILE, _TRAINING_BUFFERS
 
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
@@ -391,11 +380,8 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
     train, valid = select_utterances(run, corpus)
     teacher = ensure_teacher(corpus, train + valid, progress=progress)
     tc = run.train
-    gen = torch.Generator().manual_seed(tc.seed)
     if run.batching == "utterances":
-        phonemes = phoneme_targets(run, corpus, train + valid) if run.loss.phoneme_ctc > 0 else {}
-        if not phonemes:
-            phonemes = {u.id: [1] for u in train + valid}  # no CTC: whole utterances only
+        phonemes = phoneme_targets(run, corpus, train + valid) if run.loss.phoneme_ctc > 0 else None
         train_set = UtteranceDataset(train, teacher, run.model, phonemes, run.max_frames)
         valid_set = UtteranceDataset(valid, teacher, run.model, phonemes, run.max_frames)
         sampler = LengthBucketSampler(train_set.lengths, run.batch_frames, seed=tc.seed)
@@ -407,7 +393,8 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         train_set = SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
         valid_set = SegmentDataset(valid, teacher, run.model, run.segment_frames, random_crop=False)
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=run.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                                                   num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, generator=gen)
+                                                   num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0,
+                                                   generator=torch.Generator().manual_seed(tc.seed))
         valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=run.batch_size, collate_fn=collate) if len(valid_set) else None
     torch.manual_seed(tc.seed)
     model = MelCodecModel(run.model)
