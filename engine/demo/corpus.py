@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from engine.demo.sentences import SOURCES, Sentence, build_sentences
-from engine.demo.voices_tts import DEFAULT_VOICES, VoiceSpec, open_engine
+from engine.demo.voices_tts import DEFAULT_VOICES, VoiceSpec, open_engine, prepare_engines
 from engine.errors import EngineError
 
 SAMPLE_RATE = 16000
@@ -302,6 +302,7 @@ def build_corpus(cfg: CorpusConfig, log: Callable[[str], None] = print) -> Corpu
             bar.set_postfix(hours=f"{sum(report.rendered_seconds.values()) / 3600:.2f}", failed=len(report.failures))
 
     args = [(spec, [(u.path, u.sentence.text) for u in utts], str(out)) for spec, utts in tasks]
+    prepare_engines(list({spec.name: spec for spec, _ in tasks}.values()))
     deadline = None if cfg.max_minutes is None else started + 60.0 * cfg.max_minutes
 
     def out_of_time(left: list) -> bool:

