@@ -168,6 +168,27 @@ def test_scratch_training_runs_resumes_and_serves(codes_dir, tmp_path, capsys, o
     assert isinstance(model.transcribe([1, 2, 3, 4, 5]), str)
 
 
+def test_init_from_continues_a_saved_model_with_a_fresh_schedule(codes_dir, tmp_path, one_thread):
+    """`--train-set init_from=FOLDER`: the saved weights and tokenizer, a new run (step 1 again); a
+    model of another size is refused with what differs."""
+    from safetensors.torch import load_file
+
+    data = tmp_path / "data.jsonl"
+    assert train_llm(["build-data", "--codes", str(codes_dir), "--out", str(data)]) == 0
+    assert train_llm(_tiny_args(data, tmp_path / "a", "--max-steps", "2")) == 0
+    first = tmp_path / "a" / "final"
+    more = _tiny_args(data, tmp_path / "b", "--max-steps", "1", "--train-set", "train.lr=0", "--train-set", "train.ema_decay=0",
+                      "--train-set", f"init_from={first}")
+    assert train_llm(more) == 0
+    history = json.loads((tmp_path / "b/final/history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1]  # a new schedule
+    assert (tmp_path / "b/final/tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    a, b = load_file(first / "model.safetensors"), load_file(tmp_path / "b/final/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)  # lr 0: the weights it started from
+    with pytest.raises(ValueError, match="differs from the training config in"):
+        train_llm(_tiny_args(data, tmp_path / "c", "--max-steps", "1", "--model", "scratch:small", "--train-set", f"init_from={first}"))
+
+
 @pytest.mark.skipif(not HAS_ESPEAK, reason="needs the espeak-ng program")
 def test_phoneme_model_converts_tts_input_at_inference(codes_dir, tmp_path, capsys, one_thread, monkeypatch):
     data, out = tmp_path / "data.jsonl", tmp_path / "run"

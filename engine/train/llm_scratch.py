@@ -67,6 +67,9 @@ class ScratchTrainConfig:
     model: ScratchModelSpec = field(default_factory=ScratchModelSpec)
     data: ScratchDataSpec = field(default_factory=ScratchDataSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # continue a saved model folder (OUT/final, or the shipped assets/models/demo/semantic): its weights
+    # and tokenizer, a fresh optimiser and schedule. Size, text units and family must match the YAML.
+    init_from: str = ""
 
 
 def read_instruction_records(path: str | Path) -> list[dict]:
@@ -182,6 +185,33 @@ def load_or_build_tokenizer(out: Path, records: list[dict], family: str, resume:
     return tokenizer
 
 
+def init_tokenizer(folder: str | Path, out: Path):
+    """The tokenizer of the model that ``init_from`` continues (same ids), copied to ``OUT/tokenizer``."""
+    from transformers import AutoTokenizer
+
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"init_from: {folder} holds no tokenizer.json; point it at a trained model folder (RUN/final)")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.save_pretrained(out / TOKENIZER_DIR)
+    return tokenizer
+
+
+def load_init(model, folder: str | Path) -> None:
+    """The weights of the saved model in ``folder`` into ``model`` (built from the YAML and the same
+    tokenizer): a different size, vocabulary, text units or family is refused with what differs."""
+    from transformers import LlamaForCausalLM
+
+    saved = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "text_units", "speech_family", "speech_codec")
+    differ = [k for k in keys if getattr(model.config, k, None) != getattr(saved.config, k, None)]
+    if differ:
+        raise ValueError(f"init_from {folder}: its model differs from the training config in {differ}; "
+                         "use the same model settings (model.size, model.text_units, model.family), or train a new model")
+    model.load_state_dict(saved.state_dict())
+    log.info("initialised from %s", folder)
+
+
 def train_scratch(run: ScratchTrainConfig, data: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train a from-scratch LLaMA on the JSONL ``data``; export to ``out_dir/final`` (model,
     tokenizer, ``training.json``); returns the logged history."""
@@ -195,7 +225,10 @@ def train_scratch(run: ScratchTrainConfig, data: str | Path, out_dir: str | Path
     records = read_instruction_records(data)
     check_text_units(records, spec.text_units, data)
     codecs = sorted({str(r["codec"]) for r in records if r.get("codec")})
-    tokenizer = load_or_build_tokenizer(out, records, spec.family, resume)
+    if run.init_from:
+        tokenizer = init_tokenizer(run.init_from, out)
+    else:
+        tokenizer = load_or_build_tokenizer(out, records, spec.family, resume)
     train_recs, valid_recs = split_records(records, ds.valid_fraction, tc.seed)
     train_set = TokenizedRecords(train_recs, tokenizer, ds.max_tokens)
     if train_set.too_long:
@@ -215,6 +248,8 @@ def train_scratch(run: ScratchTrainConfig, data: str | Path, out_dir: str | Path
     frontend = TextFrontEnd(spec.text_units, spec.espeak_voice)
     model = build_scratch_model(spec.size, tokenizer, spec.max_positions, seed=tc.seed, speech_family=spec.family,
                                 speech_codec=codecs[0] if len(codecs) == 1 else None, **frontend.config_fields())
+    if run.init_from and not (resume and any((out / "checkpoints").glob("step-*"))):
+        load_init(model, run.init_from)
     n_params = count_parameters(model)
     log.info("scratch:%s: %.2f M parameters, %d tokens in the vocabulary, %d training / %d validation records",
              spec.size, n_params / 1e6, len(tokenizer), len(train_set), len(valid_recs))
