@@ -318,6 +318,21 @@ class Codec:
         tokens = torch.as_tensor(tokens)
         return self.embed(tokens.unsqueeze(-2), start_layer=0)
 
+    @torch.inference_mode()
+    def requantize(self, complete: Tensor, tokens: Tensor) -> Tensor:
+        """Snap a predicted complete embedding [T, D] back onto the codec's codes, keeping the
+        semantic tokens [T] as they are: RVQ-2..8 quantise ``complete - zs`` residually, as the
+        encoder's quantizer would. Returns codes [8, T] (``embed`` of them is a valid complete embedding)."""
+        complete = torch.as_tensor(complete)
+        tokens = torch.as_tensor(tokens).long().reshape(-1)
+        if complete.dim() != 2 or complete.shape[-1] != self.dim or complete.shape[0] != tokens.shape[0]:
+            raise ValueError(f"expected an embedding [T, {self.dim}] and tokens [T], got {tuple(complete.shape)} and {tuple(tokens.shape)}")
+        if tokens.numel() == 0:
+            return torch.zeros(self.n_q, 0, dtype=torch.long)
+        residual = complete.float() - self.semantic_embedding(tokens)  # [T, D]: the perceptual part
+        rest = self.model.quantizer.vq.encode(residual.t().unsqueeze(0).to(self.device), n_q=self.n_q, st=1)  # [7, 1, T]
+        return torch.cat([tokens[None], rest[:, 0].long().cpu()])  # [8, T]
+
     # ------------------------------------------------------------------ decode
     @torch.inference_mode()
     def decode(self, emb: Tensor) -> Tensor:

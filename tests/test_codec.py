@@ -76,3 +76,24 @@ def test_bad_inputs(tiny_codec):
         tiny_codec.encode(np.zeros((2, 100), dtype=np.float32))
     with pytest.raises(ValueError):
         tiny_codec.embed(torch.full((1, 5), 5000))
+
+
+def test_requantize_keeps_units_and_snaps_to_codes(tiny_codec):
+    wav = voiced(0.8, seed=5)
+    enc = tiny_codec.encode(wav)
+    # the encoder's own latent snaps to the encoder's codes: the same residual quantisation
+    with torch.inference_mode():
+        latent = tiny_codec.model.encoder(torch.as_tensor(wav)[None, None])[0].t()  # [T, D]
+    assert torch.equal(tiny_codec.requantize(latent[: enc.num_frames], enc.semantic_tokens), enc.codes)
+    # a perturbed one keeps the given units and lands on valid codes close to it
+    noisy = enc.complete_emb + 0.3 * enc.complete_emb.std() * torch.randn(enc.complete_emb.shape, generator=torch.Generator().manual_seed(0))
+    other_units = torch.roll(enc.semantic_tokens, 3)
+    codes = tiny_codec.requantize(noisy, other_units)
+    assert codes.shape == enc.codes.shape and codes[0].tolist() == other_units.tolist()
+    assert int(codes.min()) >= 0 and int(codes.max()) < tiny_codec.codebook_size
+    snapped = tiny_codec.embed(codes)
+    plain = tiny_codec.semantic_embedding(other_units)  # RVQ-1 alone: the residual layers must do better
+    assert (snapped - noisy).norm() < (plain - noisy).norm()
+    assert tiny_codec.requantize(torch.zeros(0, tiny_codec.dim), torch.zeros(0, dtype=torch.long)).shape == (8, 0)
+    with pytest.raises(ValueError):
+        tiny_codec.requantize(enc.complete_emb, enc.semantic_tokens[:-1])

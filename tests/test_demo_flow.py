@@ -309,3 +309,24 @@ def test_shipped_demo_flow_model_converts_offline(one_thread, tmp_path):
     n = min(out.wav.size, source.size)
     assert out.wav.std() > 1e-3 and not np.allclose(out.wav[:n], source[:n], atol=1e-2)
     assert set(out.metrics.stages) >= {"encode", "prompt", "perceptual", "decode"}
+
+
+def test_requantize_serves_codec_embeddings_with_the_given_units():
+    """perceptual.flow.requantize: the generated embedding is snapped onto the codec's codes, RVQ-1
+    exactly the units asked for, RVQ-2..8 the nearest residual codes of the flow's own output."""
+    from engine.codec import Codec
+    from engine.perceptual.base import FlowPerceptual, Prompt
+    from engine.perceptual.config import FlowConfig
+    from tests.audio_helpers import voiced
+
+    codec = Codec.tiny()
+    prompt = Prompt.from_codes(codec.encode(voiced(0.6, seed=1)).codes, codec)
+    units = codec.encode(voiced(0.5, seed=2)).semantic_tokens
+    plain = FlowPerceptual(FlowConfig(random_init=True, size="tiny", compile="off", steps=2), codec, torch.device("cpu"))
+    snapped = FlowPerceptual(FlowConfig(random_init=True, size="tiny", compile="off", steps=2, requantize=True), codec, torch.device("cpu"))
+    raw = plain.generate(units, prompt, seed=3)
+    out = snapped.generate(units, prompt, seed=3)
+    codes = codec.requantize(raw, units)
+    assert codes[0].tolist() == units.tolist()
+    torch.testing.assert_close(out, codec.embed(codes))
+    assert not torch.allclose(out, raw)

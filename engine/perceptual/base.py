@@ -145,12 +145,15 @@ class FlowPerceptual:
         if seed is not None:  # per-frame noise: prompt frames, then the utterance's frames up to this chunk's end
             p, t = prompt.num_frames, int(semantic.shape[0])
             noise = [frame_noise(seed, range(frame_offset - p, frame_offset + t), self.codec.dim)]
-        return model.generate(
+        complete = model.generate(
             [semantic], [prompt.complete_emb], [prompt.semantic_emb],
             steps=steps or self.cfg.steps, method=self.cfg.solver, schedule=self.cfg.schedule,
             guidance_scale=self.cfg.guidance_scale if guidance_scale is None else guidance_scale,
             temperature=self.cfg.temperature, seed=seed, noise=noise,
-        )[0]
+        )[0]  # [T, D]
+        if self.cfg.requantize:
+            complete = self.codec.embed(self.codec.requantize(complete, tokens))
+        return complete
 
 
 class SoundStormPerceptual:

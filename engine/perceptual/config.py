@@ -22,6 +22,10 @@ class FlowConfig:
     schedule: str = "uniform"  # uniform | sway (more steps near t = 0)
     guidance_scale: float = 0.0  # classifier-free guidance on the voice prompt; 0 disables
     temperature: float = 1.0  # std of the prior noise
+    # snap the generated complete embedding onto the codec's codebooks before decoding: RVQ-1 stays the
+    # given units exactly, RVQ-2..8 are the nearest residual codes of the rest (Codec.requantize), so the
+    # decoder only ever sees embeddings of the kind it was trained on
+    requantize: bool = False
     # network precision at inference: auto = bfloat16 on CUDA (float32 where the GPU lacks bf16), float32 on CPU.
     # The ODE state, the feature statistics and the rotary angles stay float32 whatever this says.
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
