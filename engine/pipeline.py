@@ -514,6 +514,20 @@ class Engine:
             progress(1.0, "done")
         return Result(out, SAMPLE_RATE, clock.metrics(out.size, load_s))
 
+    def transcribe(self, audio: AudioInput, *, options: GenerationOptions | None = None) -> str:
+        """Speech recognition through the chain: ``audio`` -> codec RVQ-1 units -> the semantic
+        model's ASR (units -> text). Needs the codec and the semantic model, not the perceptual one."""
+        options = self._options(options)
+        wav = self._audio(audio, "speech to transcribe")
+        with self._lock:
+            self.codec  # noqa: B018 - loads it
+        units = self.codec.encode(wav).semantic_tokens.tolist()
+        model = self.semantic_for("asr")
+        sampling = model.cfg.text_sampling
+        if options.seed is not None:
+            sampling = replace(sampling, seed=options.seed)
+        return model.transcribe(units, sampling)
+
     def new_conversation(self):
         from engine.semantic.history import Conversation
 

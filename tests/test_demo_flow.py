@@ -12,6 +12,7 @@ import torch
 from demo_helpers import HELDOUT_VOICES, SENTENCES, save_tiny_mel_codec, write_demo_corpus
 from engine.train.codes_data import read_index, read_meta
 from engine.train.extract import list_corpus_items, read_corpus_rows, select_split
+from engine.eval.testsets import read_manifest, read_references
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,7 +208,7 @@ def test_build_testset_demo_pairs_heldout_voices_deterministically(corpus, tmp_p
     import soundfile as sf
 
     from engine.cli import main as cli
-    from engine.eval.testsets import read_manifest
+
 
     assert cli(["eval", "build-testset", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "a")]) == 0
     assert "(3 items)" in capsys.readouterr().out
@@ -227,6 +228,28 @@ def test_build_testset_demo_pairs_heldout_voices_deterministically(corpus, tmp_p
     for it in items:
         name = Path(it.prompt).name
         assert (tmp_path / "a" / "prompts" / name).read_bytes() == (tmp_path / "b" / "prompts" / name).read_bytes()
+
+
+def test_build_testset_demo_tts_and_voice_references(corpus, tmp_path, capsys):
+    """`build-testset demo --task tts`: held-out sentences read by held-out voices (the recording is
+    the ground truth), prompted by the same voice reading another sentence; both demo sets carry one
+    reference recording per corpus voice, none of them an item's own utterance."""
+    from engine.cli import main as cli
+
+    assert cli(["eval", "build-testset", "demo", "--task", "tts", "--corpus", str(corpus), "--out", str(tmp_path / "t")]) == 0
+    capsys.readouterr()
+    items = read_manifest(tmp_path / "t" / "manifest.jsonl", "tts")
+    rows = {r["id"]: r for r in read_corpus_rows(corpus)}
+    assert {it.speaker for it in items} == set(HELDOUT_VOICES)
+    for it in items:
+        row = rows[it.id]
+        assert row["heldout_voice"] and row["heldout_sentence"] and row["voice"] == it.speaker and it.text == row["text"]
+        assert Path(it.reference).resolve() == (corpus / row["path"]).resolve() and it.source is None
+    refs = read_references(tmp_path / "t" / "manifest.jsonl")
+    assert set(refs) == {r["voice"] for r in rows.values()}  # training voices too
+    chosen = [json.loads(line)["id"] for line in (tmp_path / "t" / "references.jsonl").read_text().splitlines()]
+    assert not set(chosen) & {it.id for it in items}
+    assert all(Path(path).is_file() for _, path in refs.values())
 
 
 def test_other_chain_path_serves_the_second_chain(tmp_path):
@@ -277,6 +300,14 @@ def test_eval_vc_both_chains_in_one_report(corpus, tmp_path, capsys):
     assert summary["meta"]["solver"] == "euler" and summary["meta"]["nfe_per_step"] == 1
     assert all(-1 <= s["similarity_source"] <= 1 for s in summary["systems"])
     assert "| SIM src |" in (out / "summary.md").read_text()
+    # the demo set's voice references: every generated row knows its nearest other voice
+    refs = read_references(sets / "manifest.jsonl")
+    target = rows[1]["id"].split("-to-")[1]
+    for r in rows[1:]:
+        assert -1.0 <= float(r["similarity_other"]) <= 1.0 and r["voice_match"] in ("0.0", "1.0")
+        assert r["nearest_other"] in refs and r["nearest_other"] != target
+    assert "| SIM other | voice ID % |" in (out / "summary.md").read_text()
+    assert all(0 <= s["voice_id"] <= 1 for s in summary["systems"][1:])
     width, _ = Image.open(out / "wer_sim_vs_steps.png").size
     assert width > 1500  # three panels (WER, SIM to prompt, SIM to source), 4.5 in each at 120 dpi
     with pytest.raises(SystemExit):

@@ -72,3 +72,24 @@ def test_eval_reports_bad_manifest(tmp_path, capsys):
     (tmp_path / "m.jsonl").write_text('{"id": "x", "prompt": "nope.wav"}\n')
     rc = cli(["eval", "vc", "--profile", "tiny", "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o")])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_eval_asr_tiny_transcribes_through_the_semantic_model(tmp_path, clips, capsys):
+    """`eval asr`: each recording with text is heard twice, through the chain (codec units -> the
+    semantic model's ASR; the tiny model's text is noise) and by Whisper on the same audio (the floor)."""
+    manifest = write_manifest(tmp_path / "set" / "manifest.jsonl", [
+        EvalItem("a", str(clips["prompt"]), text=SENTENCES[0], reference=str(clips["src"])),
+        EvalItem("b", str(clips["src"]), text=SENTENCES[1], source=str(clips["prompt"])),
+        EvalItem("c", str(clips["src"])),  # neither audio nor text to score: left out
+    ])
+    out = tmp_path / "asr"
+    assert cli(["eval", "asr", "--profile", "tiny", "--manifest", str(manifest), "--out", str(out),
+                "--set", "semantic.text_sampling.max_new_tokens=8"]) == 0
+    rows = list(csv.DictReader(open(out / "items.csv")))
+    assert [(r["system"], r["id"]) for r in rows] == [("semantic-asr", "a"), ("whisper", "a"), ("semantic-asr", "b"), ("whisper", "b")]
+    whisper = {r["id"]: float(r["wer"]) for r in rows if r["system"] == "whisper"}
+    assert whisper["a"] < 0.3 and whisper["b"] < 0.3  # the recordings are clear
+    assert all(float(r["wer"]) > 0.5 for r in rows if r["system"] == "semantic-asr")  # random weights do not transcribe
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["wer"]) == {"semantic-asr", "whisper"} and summary["meta"]["items"] == 2
+    assert "| semantic-asr | 2 |" in capsys.readouterr().out

@@ -2,11 +2,12 @@
 
     python -m engine eval tts --manifest M.jsonl --out DIR [--steps 4,8,16] [--profile ...]
     python -m engine eval vc  --manifest M.jsonl --out DIR [--steps 1,2,4,8] [--chain implicit,explicit]
+    python -m engine eval asr --manifest M.jsonl --out DIR [--profile demo]
     python -m engine eval codec --profile demo --corpus DIR --out DIR [--per-voice 20] [--phoneme-probe 30]
     python -m engine eval phonemes --profile demo --corpus DIR [--out DIR]
     python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
     python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
-    python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR
+    python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR [--task tts]
 """
 
 from __future__ import annotations
@@ -59,16 +60,18 @@ def _run(task: str, args: argparse.Namespace) -> int:
     from engine.eval.asr import WhisperASR
     from engine.eval.evaluate import Evaluator, evaluate, markdown_table, summarize
     from engine.eval.speaker import load_speaker_encoder
-    from engine.eval.testsets import read_manifest
+    from engine.eval.testsets import read_manifest, read_references
     from engine.pipeline import Engine, GenerationOptions
 
     config = config_for(args)
     items = read_manifest(args.manifest, task)[: args.limit]
+    references = read_references(args.manifest)
     engine = Engine(config)
     score_device = "cuda" if engine.device.type == "cuda" else "cpu"
     print(f"loading scorers ({args.asr} ASR, {args.speaker} speaker encoder) ...", flush=True)
-    evaluator = Evaluator(WhisperASR.load(args.asr, score_device), load_speaker_encoder(args.speaker, score_device))
-    print(f"ASR: {evaluator.asr.name}; speaker encoder: {evaluator.speaker.name}; {len(items)} items", flush=True)
+    evaluator = Evaluator(WhisperASR.load(args.asr, score_device), load_speaker_encoder(args.speaker, score_device), references)
+    print(f"ASR: {evaluator.asr.name}; speaker encoder: {evaluator.speaker.name}; {len(items)} items"
+          + (f"; voice ID against {len(references)} voice references" if references else ""), flush=True)
     options = GenerationOptions(guidance_scale=args.guidance, perceptual=args.perceptual, seed=args.seed)
 
     def progress(done: int, total: int, message: str) -> None:
@@ -78,6 +81,28 @@ def _run(task: str, args: argparse.Namespace) -> int:
                     ground_truth=not args.no_ground_truth, resume=args.resume, progress=progress)
     print(markdown_table(summarize(rows)))
     print(f"wrote {args.out}/items.csv, summary.md, summary.json" + (" and wer_sim_vs_steps.png" if len(args.steps) > 1 else ""))
+    return 0
+
+
+def _asr(args: argparse.Namespace) -> int:
+    from engine.eval.asr import WhisperASR
+    from engine.eval.asr_eval import asr_table, evaluate_asr
+    from engine.eval.testsets import read_manifest
+    from engine.cli.common import config_from_args
+    from engine.pipeline import Engine
+
+    config = config_from_args(args)
+    items = read_manifest(args.manifest)[: args.limit]
+    engine = Engine(config)
+    print(f"loading the {args.asr} ASR scorer ...", flush=True)
+    whisper = WhisperASR.load(args.asr, "cuda" if engine.device.type == "cuda" else "cpu")
+
+    def progress(done: int, total: int, message: str) -> None:
+        print(f"[{done}/{total}] {message}", flush=True)
+
+    rows = evaluate_asr(items, engine, whisper, args.out, seed=args.seed, progress=progress)
+    print(asr_table(rows))
+    print(f"wrote {args.out}/items.csv, summary.md, summary.json")
     return 0
 
 
@@ -144,9 +169,9 @@ def _build(args: argparse.Namespace) -> int:
     from engine.eval.testsets import build_demo_testset, build_testset, read_manifest
 
     if args.corpus == "demo":
-        if args.task not in (None, "vc") or args.speakers is not None:
-            raise SystemExit("the demo test set is voice conversion between held-out voices: --task and --speakers do not apply")
-        path = build_demo_testset(args.root, args.out, per_voice=20 if args.per_speaker is None else args.per_speaker,
+        if args.speakers is not None:
+            raise SystemExit("the demo test sets use every held-out voice: --speakers does not apply")
+        path = build_demo_testset(args.root, args.out, task=args.task or "vc", per_voice=20 if args.per_speaker is None else args.per_speaker,
                                   prompt_seconds=args.prompt_seconds, seed=args.seed)
     else:
         path = build_testset(args.corpus, args.root, args.out, task=args.task, speakers=args.speakers,
@@ -174,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     for task, text in (("tts", "zero-shot TTS: speak each item's text in its prompt voice"),
                        ("vc", "zero-shot voice conversion: each item's source in its prompt voice")):
         _add_run_args(sub.add_parser(task, help=text, description=text))
+    a = sub.add_parser("asr", help="speech recognition through the semantic model (units -> text) on a test set's recordings",
+                       description="speech recognition through the semantic model (audio -> RVQ-1 units -> text) on the recordings "
+                                   "of a test set (a TTS item's reference, a VC item's source), with Whisper on the same audio as the floor")
+    add_config_args(a)
+    a.add_argument("--manifest", required=True, help="JSONL test set with audio and text (e.g. `build-testset demo --task tts`)")
+    a.add_argument("--out", required=True, help="folder for items.csv, summary.md and summary.json")
+    a.add_argument("--limit", type=int, default=None, help="only the first N items")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--asr", default="auto", help="the Whisper scorer: auto | tiny | medium | a faster-whisper folder (default: auto)")
     c = _corpus_parser(sub, "codec", "codec resynthesis (8 layers / RVQ-1) and the RVQ split on a demo corpus's held-out voices")
     c.add_argument("--out", required=True, help="folder for summary.md, summary.json, items.jsonl and the audio")
     c.add_argument("--classifier-per-voice", type=int, default=12, help="utterances per voice for the all-voices speaker classifier")
@@ -190,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--root", "--corpus", dest="root", required=True,
                    help="the corpus folder (LibriSpeech split, VCTK root, or a `python -m engine demo corpus` folder)")
     b.add_argument("--out", required=True, help="folder for manifest.jsonl and the prompt crops")
-    b.add_argument("--task", choices=["tts", "vc"], default=None, help="default: librispeech -> tts, vctk -> vc")
+    b.add_argument("--task", choices=["tts", "vc"], default=None, help="default: librispeech -> tts, vctk -> vc, demo -> vc")
     b.add_argument("--speakers", type=int, default=None, help="speakers to sample (default: 40 for LibriSpeech, all for VCTK)")
     b.add_argument("--per-speaker", "--per-voice", dest="per_speaker", type=int, default=None,
                    help="items per speaker (0 = every 4-10 s utterance; default 1), demo: per held-out source voice (default 20)")
@@ -201,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _build(args))
     if args.command == "codec":
         return run_cli(lambda: _codec(args))
+    if args.command == "asr":
+        return run_cli(lambda: _asr(args))
     if args.command == "phonemes":
         return run_cli(lambda: _phonemes(args))
     return run_cli(lambda: _run(args.command, args))

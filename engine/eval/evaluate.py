@@ -61,6 +61,11 @@ class Row:
     audio: str
     error: str = ""
     similarity_source: float = float("nan")  # VC: cosine to the source voice (nan for TTS)
+    # with voice references (references.jsonl): the highest cosine to another voice's reference, that
+    # voice, and whether the prompt's own voice is nearer than every other one (1.0 / 0.0; nan without)
+    similarity_other: float = float("nan")
+    nearest_other: str = ""
+    voice_match: float = float("nan")
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Summary:
     similarity: float  # mean over items
     rtf: float | None  # mean real-time factor of generation
     similarity_source: float = float("nan")  # VC: mean similarity to the source voice
+    similarity_other: float = float("nan")  # mean of the highest similarity to another voice's reference
+    voice_id: float = float("nan")  # share of items whose own voice's reference is the nearest
 
 
 NFE_PER_STEP = {"euler": 1, "midpoint": 2}  # network evaluations per ODE step of each flow solver
@@ -86,9 +93,12 @@ def system_name(perceptual: str, chain: str | None, steps: int | None) -> str:
 class Evaluator:
     """Scores audio; holds the scorers and caches prompt embeddings."""
 
-    def __init__(self, asr: Transcriber, speaker: SpeakerEncoder):
+    def __init__(self, asr: Transcriber, speaker: SpeakerEncoder, references: dict[str, tuple[str, str]] | None = None):
+        """``references``: voice -> (speaker, audio path) of every voice of the test's corpus
+        (``testsets.read_references``); items then also get the voice-ID scores."""
         self.asr = asr
         self.speaker = speaker
+        self.references = dict(references or {})
         self._prompt_emb: dict[str, np.ndarray] = {}  # audio path -> speaker embedding (prompts and sources)
         self._heard: dict[str, str] = {}  # source path -> ASR transcript (VC items without text)
 
@@ -105,6 +115,25 @@ class Evaluator:
             self._prompt_emb[item.source] = self.speaker.embed(load_audio(item.source))
         return self._prompt_emb[item.source]
 
+    def _audio_embedding(self, path: str) -> np.ndarray:
+        if path not in self._prompt_emb:
+            self._prompt_emb[path] = self.speaker.embed(load_audio(path))
+        return self._prompt_emb[path]
+
+    def voice_scores(self, item: EvalItem, emb: np.ndarray) -> tuple[float, str, float]:
+        """(highest similarity to another voice's reference, that voice, 1.0 when the item's own
+        voice's reference is nearer than all of them else 0.0); nan/"" without references or when
+        the item's voice has none. Voices of the same speaker as the item's are not "other"."""
+        own = self.references.get(item.speaker or "")
+        if own is None:
+            return float("nan"), "", float("nan")
+        others = {v: path for v, (spk, path) in self.references.items() if v != item.speaker and spk != own[0]}
+        if not others:
+            return float("nan"), "", float("nan")
+        sims = {v: cosine(emb, self._audio_embedding(path)) for v, path in others.items()}
+        nearest = max(sims, key=sims.get)
+        return sims[nearest], nearest, float(cosine(emb, self._audio_embedding(own[1])) > sims[nearest])
+
     def reference_text(self, item: EvalItem) -> str:
         """The item's text; for a VC item without one, the ASR transcript of the source."""
         if item.text:
@@ -120,15 +149,18 @@ class Evaluator:
         ref = self.reference_text(item)
         hyp = self.asr.transcribe(wav)
         stats = wer_stats(ref, hyp)
-        sim = sim_src = float("nan")
+        sim = sim_src = sim_other = match = float("nan")
+        nearest = ""
         if wav.size >= SAMPLE_RATE // 4:
             emb = self.speaker.embed(wav)
             sim = cosine(emb, self.prompt_embedding(item))
             source = self.source_embedding(item)
             if source is not None:
                 sim_src = cosine(emb, source)
+            sim_other, nearest, match = self.voice_scores(item, emb)
         return Row(system, steps, item.id, stats.wer, stats.errors, stats.reference_words, sim,
-                   wav.size / SAMPLE_RATE, rtf, normalize_for_wer(ref), normalize_for_wer(hyp), audio_path, similarity_source=sim_src)
+                   wav.size / SAMPLE_RATE, rtf, normalize_for_wer(ref), normalize_for_wer(hyp), audio_path, similarity_source=sim_src,
+                   similarity_other=sim_other, nearest_other=nearest, voice_match=match)
 
 
 def _failed_row(item: EvalItem, ref: str, system: str, steps: int | None, error: str) -> Row:
@@ -246,19 +278,30 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
         sims = [r.similarity for r in group if not math.isnan(r.similarity)]
         sims_src = [r.similarity_source for r in group if not math.isnan(r.similarity_source)]
         rtfs = [r.rtf for r in group if r.rtf is not None]
+        others = [r.similarity_other for r in group if not math.isnan(r.similarity_other)]
+        matches = [r.voice_match for r in group if not math.isnan(r.voice_match)]
         out.append(Summary(system, group[0].steps, len(group), sum(bool(r.error) for r in group), stats.wer,
                            float(np.mean(sims)) if sims else float("nan"), float(np.mean(rtfs)) if rtfs else None,
-                           float(np.mean(sims_src)) if sims_src else float("nan")))
+                           float(np.mean(sims_src)) if sims_src else float("nan"),
+                           float(np.mean(others)) if others else float("nan"), float(np.mean(matches)) if matches else float("nan")))
     return out
 
 
 def markdown_table(summaries: Sequence[Summary]) -> str:
-    lines = ["| system | steps | items | failed | WER % | SIM | SIM src | RTF |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """One row per system; the voice-ID columns (SIM other, voice ID %) only when any system has them."""
+    voice = any(math.isfinite(s.voice_id) for s in summaries)
+    head = "| system | steps | items | failed | WER % | SIM | SIM src |" + (" SIM other | voice ID % |" if voice else "") + " RTF |"
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
     for s in summaries:
         rtf = f"{s.rtf:.3f}" if s.rtf is not None else "-"
         steps = str(s.steps) if s.steps is not None else "-"
         src = f"{s.similarity_source:.3f}" if math.isfinite(s.similarity_source) else "-"
-        lines.append(f"| {s.system} | {steps} | {s.items} | {s.failed} | {100 * s.wer:.1f} | {s.similarity:.3f} | {src} | {rtf} |")
+        extra = ""
+        if voice:
+            other = f"{s.similarity_other:.3f}" if math.isfinite(s.similarity_other) else "-"
+            vid = f"{100 * s.voice_id:.0f}" if math.isfinite(s.voice_id) else "-"
+            extra = f" {other} | {vid} |"
+        lines.append(f"| {s.system} | {steps} | {s.items} | {s.failed} | {100 * s.wer:.1f} | {s.similarity:.3f} | {src} |{extra} {rtf} |")
     return "\n".join(lines)
 
 
@@ -286,6 +329,7 @@ def read_rows(path: Path) -> dict[tuple[str, str], Row]:
                 int(raw["reference_words"]), float(raw["similarity"]), float(raw["audio_seconds"]),
                 float(raw["rtf"]) if raw["rtf"] else None, raw["reference_text"], raw["hypothesis"], raw["audio"], raw["error"],
                 float(raw.get("similarity_source") or "nan"),  # absent in reports written before it existed
+                float(raw.get("similarity_other") or "nan"), raw.get("nearest_other") or "", float(raw.get("voice_match") or "nan"),
             )
     return out
 
@@ -303,6 +347,8 @@ def write_report(task: str, rows: Sequence[Row], out_dir: str | Path, meta: dict
     header += ["", "WER: corpus word error rate of the ASR transcript against the text (both normalised). "
                "SIM: mean cosine similarity of speaker embeddings, generated vs. voice prompt. "
                "SIM src (VC): the same against the source speech (the voice that should be gone). "
+               "SIM other (with voice references): mean of the highest similarity to another voice's reference recording; "
+               "voice ID: share of items whose own voice's reference is nearer than every other voice's. "
                "RTF: generation time / audio length."]
     if meta.get("profile") == "tiny":
         header += ["", "**Tiny profile: randomly initialised models. These numbers only show that the pipeline runs.**"]

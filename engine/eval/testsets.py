@@ -243,34 +243,71 @@ def build_testset(
 
 
 DEMO_MIN_SOURCE_SECONDS = 3.0  # demo sentences are 1-12 s; 3-10 s keeps the short voices usable
+REFERENCE_MIN_SECONDS = 1.0  # a voice reference: the longest of a few utterances drawn, at least this long
+
+
+REFERENCES_FILE = "references.jsonl"  # beside a manifest: one reference recording per voice (voice ID scoring)
+
+
+def read_references(manifest: str | Path) -> dict[str, tuple[str, str]]:
+    """``voice -> (speaker, audio path)`` from the ``references.jsonl`` beside ``manifest`` (empty
+    when there is none). With references, the evaluation also scores which voice an output sounds
+    like: its similarity to every *other* voice's reference (``SIM other``) and whether the prompt's
+    voice is the nearest (``voice ID``)."""
+    path = Path(manifest).parent / REFERENCES_FILE
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            voice, audio = str(raw["voice"]), Path(raw["path"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise EngineError(f"{path}:{n}: expected {{\"voice\": ..., \"path\": ..., \"speaker\": ...}} ({exc})") from exc
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if not audio.is_file():
+            raise EngineError(f"{path}:{n}: reference file {audio} does not exist")
+        out[voice] = (str(raw.get("speaker") or voice), str(audio.resolve()))
+    return out
 
 
 def build_demo_testset(
     corpus: str | Path,
     out_dir: str | Path,
     *,
+    task: str = "vc",
     per_voice: int = 20,
     prompt_seconds: float = PROMPT_SECONDS,
     min_seconds: float = DEMO_MIN_SOURCE_SECONDS,
     max_seconds: float = MAX_TARGET_SECONDS,
     seed: int = 0,
 ) -> Path:
-    """Build ``out_dir/manifest.jsonl`` (+ ``prompts/``) for VC between a demo corpus's held-out voices.
+    """Build ``out_dir/manifest.jsonl`` (+ ``prompts/``, ``references/``) from a demo corpus's held-out voices.
 
-    Per held-out source voice, up to ``per_voice`` (0: all) of its held-out-sentence test rows of
-    ``min_seconds``-``max_seconds`` are sources; the k-th one gets the k-th other held-out voice (of
+    ``vc``: per held-out source voice, up to ``per_voice`` (0: all) of its held-out-sentence test rows
+    of ``min_seconds``-``max_seconds`` are sources; the k-th one gets the k-th other held-out voice (of
     another speaker, in turn) as target, whose prompt is a ``prompt_seconds`` crop of one of that
-    voice's utterances of another sentence. No training row is ever used. Deterministic in ``seed``.
+    voice's utterances of another sentence.
+    ``tts``: per held-out voice, up to ``per_voice`` held-out sentences it reads are the texts (its
+    recording is the ground truth) and the prompt is a crop of the same voice reading another sentence.
+    Both write ``references.jsonl``: one whole utterance of every voice of the corpus (training voices
+    too; for a held-out voice one that no item uses), for the voice-ID score. No training row is used
+    as an item or prompt. Deterministic in ``seed``.
     """
     from engine.train.extract import corpus_manifest_path, read_corpus_rows
 
+    if task not in ("tts", "vc"):
+        raise EngineError(f"unknown task {task!r}; use tts or vc")
     path = corpus_manifest_path(corpus)
     base = path.parent
-    rows = [r for r in read_corpus_rows(path) if r["heldout_voice"] and r["split"] == "test"]
+    every = read_corpus_rows(path)
+    rows = [r for r in every if r["heldout_voice"] and r["split"] == "test"]
     voices = sorted({r["voice"] for r in rows})
-    if len(voices) < 2:
+    if len(voices) < (2 if task == "vc" else 1):
         raise EngineError(f"{path} has {len(voices)} held-out voice(s); voice conversion between held-out voices needs at least two")
-    speaker_of = {r["voice"]: r.get("speaker") or r["voice"] for r in rows}
+    speaker_of = {r["voice"]: r.get("speaker") or r["voice"] for r in every}
     by_voice = {v: sorted((r for r in rows if r["voice"] == v), key=lambda r: r["id"]) for v in voices}
 
     def utterance(r: dict) -> Utterance:
@@ -279,23 +316,57 @@ def build_demo_testset(
 
     out_dir = Path(out_dir)
     items: list[EvalItem] = []
+    used: set[str] = set()  # utterance ids that items and prompts use (references avoid them)
     for voice in voices:
-        targets = [v for v in voices if v != voice and speaker_of[v] != speaker_of[voice]]
+        if task == "vc":
+            targets = [v for v in voices if v != voice and speaker_of[v] != speaker_of[voice]]
+        else:
+            targets = [voice]
         if not targets:
             continue
         sources = [r for r in by_voice[voice] if r["heldout_sentence"] and min_seconds <= float(r["duration"]) <= max_seconds]
-        rng = random.Random(f"{seed}-{voice}")
+        rng = random.Random(f"{seed}-{voice}" if task == "vc" else f"{seed}-tts-{voice}")
         rng.shuffle(sources)
         for k, src in enumerate(sources[: per_voice if per_voice > 0 else len(sources)]):
             target = targets[k % len(targets)]
             prompts = [r for r in by_voice[target] if r["sentence_id"] != src["sentence_id"] and float(r["duration"]) >= prompt_seconds]
             if not prompts:
                 continue
-            item_id = f"{src['id']}-to-{target}"
-            prompt = _crop_prompt(utterance(rng.choice(prompts)), out_dir / "prompts" / f"{item_id}.wav", rng, prompt_seconds)
-            items.append(EvalItem(item_id, str(prompt), text=src["text"], source=str(utterance(src).path),
-                                  speaker=target, source_speaker=voice))
+            item_id = f"{src['id']}-to-{target}" if task == "vc" else str(src["id"])
+            chosen = rng.choice(prompts)
+            used.update((str(src["id"]), str(chosen["id"])))
+            prompt = _crop_prompt(utterance(chosen), out_dir / "prompts" / f"{item_id}.wav", rng, prompt_seconds)
+            if task == "vc":
+                items.append(EvalItem(item_id, str(prompt), text=src["text"], source=str(utterance(src).path),
+                                      speaker=target, source_speaker=voice))
+            else:
+                items.append(EvalItem(item_id, str(prompt), text=src["text"], reference=str(utterance(src).path), speaker=voice))
     if not items:
-        raise EngineError(f"no held-out voice in {path} has a {min_seconds:g}-{max_seconds:g} s held-out sentence and another "
-                          f"held-out voice with a {prompt_seconds:g} s utterance to prompt with")
+        what = "another held-out voice with" if task == "vc" else "another utterance with"
+        raise EngineError(f"no held-out voice in {path} has a {min_seconds:g}-{max_seconds:g} s held-out sentence and {what} "
+                          f"a {prompt_seconds:g} s utterance to prompt with")
+    _write_voice_references(every, base, out_dir, used, REFERENCE_MIN_SECONDS, max_seconds, seed)
     return write_manifest(out_dir / "manifest.jsonl", items)
+
+
+def _write_voice_references(rows: list[dict], base: Path, out_dir: Path, used: set[str], min_seconds: float,
+                            max_seconds: float, seed: int) -> Path:
+    """``references.jsonl`` + ``references/VOICE.wav``: one whole utterance of every voice of the
+    corpus (the longest of a few drawn, ``min_seconds``-``max_seconds`` where the voice has one), none
+    that an item or prompt uses."""
+    lines = []
+    for voice in sorted({r["voice"] for r in rows}):
+        pool = sorted((r for r in rows if r["voice"] == voice and str(r["id"]) not in used
+                       and float(r["duration"]) <= max_seconds), key=lambda r: r["id"])
+        pool = [r for r in pool if float(r["duration"]) >= min_seconds] or pool  # shorter ones only if that is all there is
+        if not pool:
+            continue
+        drawn = random.Random(f"{seed}-reference-{voice}").sample(pool, min(5, len(pool)))
+        pick = max(drawn, key=lambda r: (float(r["duration"]), r["id"]))
+        src = Path(pick["path"]) if Path(pick["path"]).is_absolute() else base / pick["path"]
+        dest = save_wav(out_dir / "references" / f"{voice}.wav", load_audio(src), SAMPLE_RATE)
+        lines.append(json.dumps({"voice": voice, "speaker": pick.get("speaker") or voice, "path": str(dest.relative_to(out_dir)),
+                                 "id": str(pick["id"])}))
+    path = out_dir / REFERENCES_FILE
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
