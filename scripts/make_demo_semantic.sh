@@ -2,7 +2,7 @@
 # Train the demo semantic model (docs/demo.md "Semantic model (part 3)"):
 #   demo codes of the train split (made by scripts/make_demo_flow.sh, or extracted here) ->
 #   TTS/ASR instruction records straight from the codes -> a small LLaMA trained from scratch with
-#   assets/configs/train/llm_demo.yaml (about 3.5 h on one thread of the 2-core machine) ->
+#   assets/configs/train/llm_demo.yaml (about 1.3-1.6 h on one thread of the 2-core machine) ->
 #   copied to assets/models/demo/semantic/ (semantic.path of the demo profile).
 # Resumable: run it again after an interruption (or in several sessions) and it continues where it stopped.
 #
@@ -12,6 +12,8 @@
 # TEXT_UNITS (chars | phonemes: overrides the config's model.text_units; each gets its own data file
 # and run folder, so both can be trained and compared); SIZE (overrides model.size, e.g. tiny for a
 # smoke run); MAX_STEPS (overrides train.max_steps); THREADS (torch threads, default 1);
+# INIT_FROM (continue a trained model, e.g. the shipped assets/models/demo/semantic: its weights and
+# tokenizer, a fresh schedule; use a new RUN_DIR for it);
 # CODEC (default assets/models/demo/codec, only used when the codes must be extracted);
 # SHIP (default assets/models/demo/semantic; SHIP=none keeps the model in the run folder).
 set -euo pipefail
@@ -47,12 +49,15 @@ fi
 extra=(--train-set "model.text_units=$UNITS")
 [ -n "${SIZE:-}" ] && extra+=(--model "scratch:$SIZE")
 [ -n "${MAX_STEPS:-}" ] && extra+=(--max-steps "$MAX_STEPS")
+[ -n "${INIT_FROM:-}" ] && extra+=(--train-set "init_from=$INIT_FROM")
 "$PY" -m engine train-llm run --config "$CONFIG" --data "$DATA" --out "$RUN/$UNITS" --threads "$THREADS" --resume --quiet "${extra[@]}"
 
 # 4. ship it
 if [ "$SHIP" != none ]; then
   mkdir -p "$SHIP"
   cp "$RUN/$UNITS/final/"* "$SHIP/"
+  # the weights in float16 (half the size; the CPU loads them back as float32)
+  "$PY" -c "import sys, torch; from transformers import LlamaForCausalLM; m = LlamaForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32); m.half().save_pretrained(sys.argv[1])" "$SHIP"
   echo "model copied to $SHIP/ (semantic.path of the demo profile)."
   echo "Next: write the model card $SHIP/README.md (data, licences, command, scores) and fill in docs/demo.md \"Semantic model (part 3)\"."
 fi

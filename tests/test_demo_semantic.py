@@ -116,15 +116,15 @@ def test_char_tokenizer_round_trip_one_token_per_unit(units, tmp_path):
     assert AutoTokenizer.from_pretrained(tmp_path)(sample, add_special_tokens=False).input_ids == ids
 
 
-def test_demo_config_is_a_demo_sized_scratch_model():
+def test_demo_config_is_a_cpu_sized_scratch_model():
     from engine.cli.train_llm import _scratch_config
     from engine.semantic.scratch import build_scratch_model, count_parameters
 
     run = _scratch_config(str(CONFIG), [])
-    assert run.model.size == "demo" and run.model.text_units in ("chars", "phonemes")
+    assert run.model.size == "small" and run.model.text_units in ("chars", "phonemes")
     assert run.data.max_tokens <= run.model.max_positions and run.train.save_every > 0
     tok = build_char_tokenizer("speechgpt_gen", "abc")
-    assert 10e6 <= count_parameters(build_scratch_model(run.model.size, tok)) <= 25e6
+    assert 4e6 <= count_parameters(build_scratch_model(run.model.size, tok)) <= 8e6  # trains on 2 CPU cores in hours
 
 
 def _tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
