@@ -22,14 +22,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tmp_path: Path, timeout: float = 180.0, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
-    """(process, url) of launch.py on the tiny profile; ``env`` and ``extra_args`` (launch.py flags) are added."""
+def start_app(tmp_path: Path, timeout: float = 180.0, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = (),
+              profile: str = "tiny"):
+    """(process, url) of launch.py on ``profile`` (default tiny); ``env`` and ``extra_args`` (launch.py flags) are added."""
     port = free_port()
     log = open(tmp_path / "app.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost",
            "TMPDIR": str(tmp_path), **(env or {})}
     env.pop("GRADIO_TEMP_DIR", None)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--profile", "tiny", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--profile", profile, "--port", str(port),
                              "--set", f"paths.voices_dir={tmp_path / 'voices'}", *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
