@@ -217,3 +217,29 @@ def test_scratch_run_refuses_fine_tuning_options_and_unknown_sizes(tmp_path, cap
         train_llm(["run", "--model", "scratch:huge", "--data", str(data), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit):
         train_llm(["run", "--config", str(CONFIG), "--model", "gpt2", "--data", str(data), "--out", str(tmp_path / "o")])
+
+
+def test_shipped_demo_semantic_model_speaks_and_hears(one_thread):
+    """The demo profile's semantic model (assets/models/demo/semantic) loads offline with the settings
+    the profile gives it, ends the speech of a short sentence on its own (a broken or untrained model
+    runs to the token limit) at a length of speech for that text, and writes letters for speech units."""
+    from dataclasses import replace
+
+    from engine.config import load_config
+
+    repo = CONFIG.parents[3]
+    cfg = load_config("demo").semantic
+    folder = repo / cfg.path
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip("no demo semantic model is shipped yet (docs/demo.md, 'Semantic model (part 3)')")
+    assert (folder / "README.md").is_file()
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 30e6
+    model = SemanticModel.from_config(replace(cfg, path=str(folder)), device="cpu")
+    config = json.loads((folder / "config.json").read_text())
+    assert model.frontend == TextFrontEnd(config["text_units"]) and config["speech_codec"] == load_config("demo").codec.name
+    sentence = "The museum opens at nine in the morning."
+    units = model.speak(sentence, replace(cfg.sampling, seed=0))
+    assert 40 <= len(units) <= 8 * 50 < cfg.sampling.max_new_tokens  # 0.8-8 s for eight words, ended by the model
+    assert all(0 <= u < 1024 for u in units)
+    heard = model.transcribe(units)
+    assert sum(ch.isalpha() for ch in heard) >= 5
