@@ -519,8 +519,6 @@ class Engine:
         model's ASR (units -> text). Needs the codec and the semantic model, not the perceptual one."""
         options = self._options(options)
         wav = self._audio(audio, "speech to transcribe")
-        with self._lock:
-            self.codec  # noqa: B018 - loads it
         units = self.codec.encode(wav).semantic_tokens.tolist()
         model = self.semantic_for("asr")
         sampling = model.cfg.text_sampling

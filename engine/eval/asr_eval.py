@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 from engine.audio import load_audio
 from engine.errors import EngineError, ModelUnavailableError
 from engine.eval.testsets import EvalItem
-from engine.eval.textnorm import WerStats, normalize_for_wer, wer_stats
+from engine.eval.textnorm import corpus_stats, normalize_for_wer, wer_stats
 
 SEMANTIC = "semantic-asr"  # the engine's ASR (units -> text)
 WHISPER = "whisper"  # the scorer on the same audio
@@ -75,7 +75,7 @@ def summarize_asr(rows: Sequence[AsrRow]) -> dict[str, float]:
     out: dict[str, float] = {}
     for system in dict.fromkeys(r.system for r in rows):
         group = [r for r in rows if r.system == system]
-        out[system] = sum((WerStats(substitutions=r.errors, reference_words=r.reference_words) for r in group), WerStats()).wer
+        out[system] = corpus_stats(group).wer
     return out
 
 

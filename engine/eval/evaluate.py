@@ -32,7 +32,7 @@ from engine.audio import SAMPLE_RATE, load_audio, save_wav
 from engine.errors import EngineError, ModelUnavailableError
 from engine.eval.speaker import SpeakerEncoder, cosine
 from engine.eval.testsets import EvalItem
-from engine.eval.textnorm import WerStats, normalize_for_wer, wer_stats
+from engine.eval.textnorm import corpus_stats, normalize_for_wer, wer_stats
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +99,21 @@ class Evaluator:
         self.asr = asr
         self.speaker = speaker
         self.references = dict(references or {})
-        self._prompt_emb: dict[str, np.ndarray] = {}  # audio path -> speaker embedding (prompts and sources)
+        self._prompt_emb: dict[str, np.ndarray] = {}  # audio path -> speaker embedding (prompts, sources, references)
         self._heard: dict[str, str] = {}  # source path -> ASR transcript (VC items without text)
 
-    def prompt_embedding(self, item: EvalItem) -> np.ndarray:
-        if item.prompt not in self._prompt_emb:
-            self._prompt_emb[item.prompt] = self.speaker.embed(load_audio(item.prompt))
-        return self._prompt_emb[item.prompt]
-
-    def source_embedding(self, item: EvalItem) -> np.ndarray | None:
-        """Speaker embedding of a VC item's source audio (None for TTS items)."""
-        if not item.source:
-            return None
-        if item.source not in self._prompt_emb:
-            self._prompt_emb[item.source] = self.speaker.embed(load_audio(item.source))
-        return self._prompt_emb[item.source]
-
     def _audio_embedding(self, path: str) -> np.ndarray:
+        """Speaker embedding of an audio file (prompts, sources, voice references), computed once."""
         if path not in self._prompt_emb:
             self._prompt_emb[path] = self.speaker.embed(load_audio(path))
         return self._prompt_emb[path]
+
+    def prompt_embedding(self, item: EvalItem) -> np.ndarray:
+        return self._audio_embedding(item.prompt)
+
+    def source_embedding(self, item: EvalItem) -> np.ndarray | None:
+        """Speaker embedding of a VC item's source audio (None for TTS items)."""
+        return self._audio_embedding(item.source) if item.source else None
 
     def voice_scores(self, item: EvalItem, emb: np.ndarray) -> tuple[float, str, float]:
         """(highest similarity to another voice's reference, that voice, 1.0 when the item's own
@@ -274,7 +269,7 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
     out: list[Summary] = []
     for system in dict.fromkeys(r.system for r in rows):
         group = [r for r in rows if r.system == system]
-        stats = sum((WerStats(substitutions=r.errors, reference_words=r.reference_words) for r in group), WerStats())
+        stats = corpus_stats(group)
         sims = [r.similarity for r in group if not math.isnan(r.similarity)]
         sims_src = [r.similarity_source for r in group if not math.isnan(r.similarity_source)]
         rtfs = [r.rtf for r in group if r.rtf is not None]

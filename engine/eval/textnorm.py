@@ -70,6 +70,12 @@ class WerStats:
                         self.insertions + other.insertions, self.reference_words + other.reference_words)
 
 
+def corpus_stats(rows) -> WerStats:
+    """Counts of many scored rows (each with ``errors`` and ``reference_words``) added up: their
+    ``wer`` is the corpus word error rate, all errors over all reference words."""
+    return sum((WerStats(substitutions=r.errors, reference_words=r.reference_words) for r in rows), WerStats())
+
+
 def wer_stats(reference: str, hypothesis: str) -> WerStats:
     """Edit counts between one reference and one hypothesis, after ``normalize_for_wer`` on both."""
     import jiwer

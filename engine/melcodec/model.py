@@ -217,8 +217,7 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[T
     centroids = x[idx].clone()
     counts = torch.zeros(k)
     for _ in range(iters):
-        dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ centroids.t() + centroids.pow(2).sum(1)[None]  # [N, k]
-        assign = dist.argmin(1)
+        assign = _nearest(x, centroids)
         counts = torch.bincount(assign, minlength=k).float()
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         empty = counts == 0
@@ -226,18 +225,23 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[T
     return centroids, counts
 
 
+def _nearest(x: Tensor, centroids: Tensor) -> Tensor:
+    """Index of each row's nearest centroid (matrix-product distances): x [N, D], centroids [K, D] -> [N]."""
+    dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ centroids.t() + centroids.pow(2).sum(1)[None]  # [N, K]
+    return dist.argmin(1)
+
+
 @torch.no_grad()
-def _set_layer(book, residual: Tensor, centroids: Tensor, counts: Tensor, batch_frames: int) -> Tensor:
+def _set_layer(book, residual: Tensor, centroids: Tensor, nearest: Tensor, counts: Tensor, batch_frames: int) -> Tensor:
     """Give one RVQ layer ``centroids`` [K, D] with EMA statistics from ``counts`` [K] (scaled to a
-    training batch of ``batch_frames``); returns ``residual`` [N, D] minus each row's nearest centroid."""
+    training batch of ``batch_frames``); returns ``residual`` [N, D] minus each row's ``nearest`` centroid."""
     size = counts * (batch_frames / residual.shape[0])
     device = book.embed.device
     book.embed.copy_(centroids.to(device))
     book.cluster_size.copy_(size.to(device))
     book.embed_avg.copy_((centroids * size[:, None]).to(device))
     book.inited.fill_(1.0)
-    dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ centroids.t() + centroids.pow(2).sum(1)[None]
-    return residual - centroids[dist.argmin(1)]
+    return residual - centroids[nearest]
 
 
 @torch.no_grad()
@@ -248,9 +252,9 @@ def reset_codebook_stats(model: MelCodecModel, latents: Tensor, batch_frames: in
     for layer in model.quantizer.vq.layers:
         book = layer._codebook
         embed = book.embed.detach().float().cpu()
-        dist = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed.t() + embed.pow(2).sum(1)[None]
-        counts = torch.bincount(dist.argmin(1), minlength=embed.shape[0]).float()
-        residual = _set_layer(book, residual, embed, counts, batch_frames)
+        nearest = _nearest(residual, embed)
+        counts = torch.bincount(nearest, minlength=embed.shape[0]).float()
+        residual = _set_layer(book, residual, embed, nearest, counts, batch_frames)
 
 
 def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, iters: int = 10, seed: int = 0) -> None:
@@ -261,4 +265,4 @@ def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, ite
     for layer in model.quantizer.vq.layers:
         book = layer._codebook
         centroids, counts = kmeans(residual, book.codebook_size, iters, gen)
-        residual = _set_layer(book, residual, centroids, counts, batch_frames)
+        residual = _set_layer(book, residual, centroids, _nearest(residual, centroids), counts, batch_frames)
