@@ -84,6 +84,21 @@ def test_an_explicit_manifest_that_lacks_rows_leaves_them_out(codes_dir, tmp_pat
     assert report["kept"] == 4 and report["not_train"] == 8
 
 
+def test_asr_fraction_keeps_every_tts_record_and_a_seeded_share_of_asr():
+    from engine.train.llm_scratch import subsample_task
+
+    records = [{"task": "tts" if i % 2 else "asr", "id": str(i)} for i in range(200)]
+    half = subsample_task(records, "asr", 0.5, seed=3)
+    assert sum(r["task"] == "tts" for r in half) == 100 and sum(r["task"] == "asr" for r in half) == 50
+    assert half == subsample_task(records, "asr", 0.5, seed=3)  # the same subset on --resume
+    assert half != subsample_task(records, "asr", 0.5, seed=4)
+    assert [r["id"] for r in half] == sorted((r["id"] for r in half), key=int)  # order kept
+    assert subsample_task(records, "asr", 1.0, seed=0) is records
+    assert all(r["task"] == "tts" for r in subsample_task(records, "asr", 0.0, seed=0))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        subsample_task(records, "asr", 1.5, seed=0)
+
+
 @pytest.mark.skipif(not HAS_ESPEAK, reason="needs the espeak-ng program")
 def test_phoneme_records_convert_the_tts_input_only(codes_dir):
     records, _ = codes_records(prompt_family("speechgpt_gen"), codes_dir, TextFrontEnd("phonemes"))

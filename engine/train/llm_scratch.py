@@ -57,6 +57,10 @@ class ScratchDataSpec:
     batch_tokens: int = 4096  # padded tokens (longest record x count) per micro-batch and device
     max_tokens: int = 1024  # longer records (prompt + response) are left out
     valid_fraction: float = 0.01  # of the utterances (both of an utterance's records go to one side)
+    # share of the ASR records trained on (a seeded subset; TTS records always all): below 1 spends more
+    # of a small budget on TTS, the harder direction (an ASR record costs as many tokens as a TTS one but
+    # carries a loss on only its ~60 text tokens)
+    asr_fraction: float = 1.0
 
 
 @dataclass
@@ -109,6 +113,17 @@ def record_alphabet(records: list[dict], family: str) -> str:
             text = text.replace(token, "")
         chars.update(text)
     return "".join(sorted(chars))
+
+
+def subsample_task(records: list[dict], task: str, fraction: float, seed: int) -> list[dict]:
+    """``records`` with only a seeded ``fraction`` of those whose ``task`` is ``task`` (order kept)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"data.{task}_fraction must be between 0 and 1, got {fraction}")
+    if fraction >= 1.0:
+        return records
+    idx = [i for i, r in enumerate(records) if r.get("task") == task]
+    keep = set(random.Random(seed).sample(idx, int(round(len(idx) * fraction))))
+    return [r for i, r in enumerate(records) if r.get("task") != task or i in keep]
 
 
 def split_records(records: list[dict], valid_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -230,6 +245,7 @@ def train_scratch(run: ScratchTrainConfig, data: str | Path, out_dir: str | Path
     else:
         tokenizer = load_or_build_tokenizer(out, records, spec.family, resume)
     train_recs, valid_recs = split_records(records, ds.valid_fraction, tc.seed)
+    train_recs = subsample_task(train_recs, "asr", ds.asr_fraction, tc.seed)
     train_set = TokenizedRecords(train_recs, tokenizer, ds.max_tokens)
     if train_set.too_long:
         log.warning("%d training record(s) longer than data.max_tokens=%d are left out", train_set.too_long, ds.max_tokens)
