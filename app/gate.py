@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 
 class GatedEngine:
-    """The Engine, with its tasks (tts, convert, chat, load) waiting for one of ``concurrency``
+    """The Engine, with its tasks (tts, stream_tts, convert, chat, load) waiting for one of ``concurrency``
     slots; every other attribute (config, voices, codec, semantic, status, ...) is the engine's own.
     ``gate`` is the semaphore itself, for callers that run the models directly (transcription)."""
 
@@ -39,6 +39,11 @@ class GatedEngine:
         or voice raises here, without taking a slot); the slot is taken at the first event and held
         until the turn's last one (or the caller stops early)."""
         return self._gated(self.engine.chat(*args, **kwargs))
+
+    def stream_tts(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """``Engine.stream_tts``, gated as ``chat``: inputs checked now, the slot held from the first
+        piece to the result."""
+        return self._gated(self.engine.stream_tts(*args, **kwargs))
 
     def _gated(self, events: Iterator[Any]) -> Iterator[Any]:
         with self.gate:

@@ -211,26 +211,28 @@ class SpeechApi:
         return content_type, encode_audio(result.wav, result.sample_rate, fmt), headers
 
     def _stream_speech(self, text: str, voice: str, options, fmt: str) -> Iterator[bytes]:
-        """Sentence by sentence: each chunk is sent as soon as its audio exists."""
-        from dataclasses import replace
+        """The engine's streamed TTS: each piece is sent as soon as its audio exists (the first
+        after the first sentence's first units). Text, voice and options are checked here, before
+        the response starts."""
+        from engine.pipeline import AudioChunk
 
-        from engine.textfront import split_sentences
+        events = self.engine.stream_tts(text, voice, options=options)
 
-        cfg = self.engine.config.pipeline
-        pieces = split_sentences(text, max_chars=cfg.chunk_chars, min_chars=40) or [text]
-        first = True
-        for i, piece in enumerate(pieces):
-            seeded = replace(options, seed=None if options.seed is None else options.seed + i)
+        def body() -> Iterator[bytes]:
+            first = True
             try:
-                result = self.engine.tts(piece, voice, options=seeded)
+                for event in events:
+                    if not isinstance(event, AudioChunk) or not event.wav.size:
+                        continue
+                    if first and fmt == "wav":
+                        yield wav_stream_header(event.sample_rate)
+                    first = False
+                    yield encode_audio(event.wav, event.sample_rate, "pcm")
             except EngineError as exc:
                 # the status line has been sent: the stream ends early; the reason goes to the log
-                log.warning("speech stream stopped at sentence %d: %s", i + 1, exc)
-                return
-            if first and fmt == "wav":
-                yield wav_stream_header(result.sample_rate)
-            first = False
-            yield encode_audio(result.wav, result.sample_rate, "pcm")
+                log.warning("speech stream stopped early: %s", exc)
+
+        return body()
 
     @staticmethod
     def _metric_headers(result) -> dict[str, str]:

@@ -30,7 +30,7 @@ from app.status import PROFILE_SWITCH, TINY_NOTE, status_line, status_markdown
 from app.vad import VadSegmenter
 from engine.audio import SAMPLE_RATE, UploadedFile, save_wav
 from engine.errors import EngineError
-from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript
+from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript, TtsDone
 
 log = logging.getLogger(__name__)
 
@@ -207,18 +207,26 @@ class UI:
     # ------------------------------------------------------------------ TTS / conversion
     def tts(self, text, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None,
             seed=-1, progress=gr.Progress()):
-        """Text -> (audio file, download file, info markdown)."""
+        """Text -> (live audio piece, whole audio file, download file, info markdown), yielded as the
+        pieces are generated (the first after the first sentence's first units) and then the whole."""
         if not text or not text.strip():
             raise user_error("There is no text to speak: type something first.")
-        try:
-            r = self.engine.tts(text, self.pick_voice(voice, clip), options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed),
-                                progress=self._progress(progress))
+        try:  # text, voice and settings are checked here, before anything runs
+            events = self.engine.stream_tts(text, self.pick_voice(voice, clip),
+                                            options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed),
+                                            progress=self._progress(progress))
+            for event in events:
+                if isinstance(event, AudioChunk):
+                    if event.wav.size and self.live_audio:
+                        yield (event.sample_rate, pcm16(event.wav)), None, None, "speaking…"
+                elif isinstance(event, TtsDone):
+                    r = event.result
+                    for w in r.warnings:
+                        gr.Warning(w)
+                    path = self.out_file(r.wav, r.sample_rate, "tts")
+                    yield None, path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary(PARAGRAPH)}"
         except Exception as exc:
             raise readable(exc) from exc
-        for w in r.warnings:
-            gr.Warning(w)
-        path = self.out_file(r.wav, r.sample_rate, "tts")
-        return path, path, f"**Spoken text:** {r.text}\n\n{r.metrics.summary(PARAGRAPH)}"
 
     def convert(self, source, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, seed=-1,
                 progress=gr.Progress()):
@@ -546,12 +554,17 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                     t_knobs = knobs(cfg, elem_id="tts-settings")
                     speak = gr.Button("Generate", variant="primary")
                 with gr.Column():
-                    tts_audio = gr.Audio(label="Speech", interactive=False, elem_id="tts-audio")
+                    if ui.live_audio:
+                        tts_live = gr.Audio(label="Speech (plays as it is generated)", streaming=True, autoplay=True, interactive=False,
+                                            elem_id="tts-live")
+                    else:  # same outputs either way, so the API does not depend on ffmpeg
+                        tts_live = gr.Audio(visible=False, interactive=False, elem_id="tts-live")
+                    tts_audio = gr.Audio(label="Whole speech" if ui.live_audio else "Speech", interactive=False, elem_id="tts-audio")
                     tts_file = gr.File(label="Download")
                     tts_info = gr.Markdown(elem_id="tts-info")
             # the previous result is cleared first, so progress (shown once, on the player) never sits over a stale one
             speak.click(clear_result, None, [tts_audio, tts_file, tts_info], api_name=False, queue=False, show_progress="hidden").then(
-                ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_audio, tts_file, tts_info], api_name="tts",
+                ui.tts, [text, tts_voice, tts_clip, *t_knobs], [tts_live, tts_audio, tts_file, tts_info], api_name="tts",
                 show_progress_on=[tts_audio], **heavy).then(*refresh_header, **quiet)
         with gr.Tab("Voice conversion", id="vc"):
             with gr.Row():

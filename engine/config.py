@@ -41,6 +41,9 @@ class PipelineConfig:
     max_text_chars: int = 2000  # longest TTS text accepted
     max_chat_chars: int = 2000  # longest typed chat message accepted
     chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size
+    # TTS audio starts after the first sentence chunk's first this-many units (50 Hz; rounded up to
+    # semantic.unit_chunk), the rest of that chunk continuing it seamlessly; 0 = after the whole chunk
+    tts_first_frames: int = 50
     crossfade_ms: float = 30.0
     sentence_pause_ms: float = 120.0
     # streamed chat speech (engine.perceptual.streaming): each unit chunk continues the previous ones

@@ -33,7 +33,7 @@ from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
 from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
 from engine.semantic.config import TASK_NAMES, semantic_role
-from engine.textfront import crossfade_join, normalize_text, split_sentences
+from engine.textfront import CrossfadeStream, normalize_text, split_sentences
 from engine.threads import apply_cpu_threads
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,14 @@ class ChatDone:
 
 
 ChatEvent = Union[Transcript, TextDelta, AudioChunk, ChatDone]
+
+
+@dataclass
+class TtsDone:
+    result: Result  # the whole audio (the streamed pieces, concatenated) and its metrics
+
+
+TtsEvent = Union[AudioChunk, TtsDone]
 
 
 class _Clock:
@@ -427,12 +435,13 @@ class Engine:
             raise EngineError(f"{len(bad)} speech units are outside 0..{self.codec.codebook_size - 1}: the semantic model and the codec do not match")
         return units
 
-    def _utterance(self, prompt: Prompt, options: GenerationOptions) -> UtteranceSynthesizer:
+    def _utterance(self, prompt: Prompt, options: GenerationOptions, seed_offset: int = 0, clock: _Clock | None = None) -> UtteranceSynthesizer:
         """A synthesizer that streams one utterance in chunks, each continuing the previous ones."""
         p = self.config.pipeline
         settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames, p.stream_lookahead_frames)
-        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, steps=options.steps,
-                                    chain=options.chain, guidance_scale=options.guidance_scale, seed=options.seed)
+        seed = None if options.seed is None else options.seed + seed_offset
+        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, stage=clock.stage if clock else None,
+                                    steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)
 
     def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0, clock: _Clock | None = None) -> np.ndarray:
         """RVQ-1 units -> waveform in the prompt's voice (``clock``: times the flow/decode stages)."""
@@ -451,10 +460,27 @@ class Engine:
     # ------------------------------------------------------------------ tasks
     def tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
         """Zero-shot text to speech: ``text`` spoken in ``voice`` (a library name, or an
-        ``AudioInput`` clip). Raises EngineError for empty/over-long text or bad options."""
+        ``AudioInput`` clip). Raises EngineError for empty/over-long text or bad options.
+        The same audio as ``stream_tts``, returned whole."""
+        for event in self.stream_tts(text, voice, options=options, progress=progress):
+            if isinstance(event, TtsDone):
+                return event.result
+        raise EngineError("text to speech ended without a result")  # stream_tts always ends with TtsDone
+
+    def stream_tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None,
+                   progress: Progress | None = None) -> Iterator[TtsEvent]:
+        """Text to speech as it is produced: ``AudioChunk`` pieces that simply concatenate, then
+        ``TtsDone`` with the whole ``Result``. Text is spoken sentence chunk by sentence chunk
+        (``pipeline.chunk_chars``); the first chunk's audio starts after its first
+        ``pipeline.tts_first_frames`` units (0: after the whole chunk), the rest of that chunk
+        continues it seamlessly, and each later chunk is synthesised in one pass and cross-faded in.
+        Inputs are checked before anything runs."""
         options = self._options(options)
         text = self._text(text, "text to speak", self.config.pipeline.max_text_chars, "pipeline.max_text_chars")
         self._check_voice(voice)
+        return self._stream_tts(text, voice, options, progress)
+
+    def _stream_tts(self, text: str, voice: Voice, options: GenerationOptions, progress: Progress | None) -> Iterator[TtsEvent]:
         if progress:
             progress(0.0, "loading models")
         load_s = self._ready(options, "tts")
@@ -463,30 +489,69 @@ class Engine:
             progress(0.0, "preparing voice")
         with clock.stage("prompt"):
             prompt = self.prompt(voice)
+        p = self.config.pipeline
         normalized = normalize_text(text)
-        chunks = split_sentences(normalized, max_chars=self.config.pipeline.chunk_chars, min_chars=40) or [normalized]
+        chunks = split_sentences(normalized, max_chars=p.chunk_chars, min_chars=40) or [normalized]
         sampling = self._sampling(options)
+        model = self.semantic_for("tts")
+        joiner = CrossfadeStream(SAMPLE_RATE, p.crossfade_ms)
         pieces: list[np.ndarray] = []
         warnings: list[str] = []
+        spoken = 0  # chunks with speech so far
+
+        def out(audio: np.ndarray, new_segment: bool = False) -> Iterator[AudioChunk]:
+            final = joiner.add(audio, new_segment)
+            if final.size:
+                clock.mark_audio()
+                pieces.append(final)
+                yield AudioChunk(final, SAMPLE_RATE)
+
         for i, chunk in enumerate(chunks):
             if progress:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
-            with clock.stage("semantic"):
-                units = self.semantic_for("tts").speak(chunk, chunk_sampling)
-            if not units:
-                warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
-                continue
-            if progress:
-                progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
-            pieces.append(self._synthesize(units, prompt, options, seed_offset=i, clock=clock))
+            stream = model.stream_speak(chunk, chunk_sampling)
+            if i == 0 and p.tts_first_frames > 0:  # the first audio after the first units
+                voice_out = self._utterance(prompt, options, seed_offset=i, clock=clock)
+                units: list[int] = []
+                pushed = False
+                while True:
+                    with clock.stage("semantic"):
+                        got = next(stream, None)
+                    if got is None:
+                        break
+                    units.extend(got)
+                    if not pushed and len(units) >= p.tts_first_frames:
+                        yield from out(voice_out.push(self._checked_units(units)))
+                        units, pushed = [], True
+                if not pushed and not units:
+                    warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
+                    continue
+                if progress:
+                    progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
+                yield from out(voice_out.push(self._checked_units(units)))
+                yield from out(voice_out.finish())
+            else:
+                with clock.stage("semantic"):
+                    units = [u for got in stream for u in got]
+                if not units:
+                    warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
+                    continue
+                if progress:
+                    progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
+                yield from out(self._synthesize(units, prompt, options, seed_offset=i, clock=clock), new_segment=spoken > 0)
+            spoken += 1
+        tail = joiner.finish()
+        if tail.size:
             clock.mark_audio()
-        if not pieces:
+            pieces.append(tail)
+            yield AudioChunk(tail, SAMPLE_RATE)
+        if not spoken:
             raise EngineError("the semantic model produced no speech for this text; try another seed or rephrase")
-        wav = self._join(pieces)
+        wav = np.concatenate(pieces).astype(np.float32)
         if progress:
             progress(1.0, "done")
-        return Result(wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), text=normalized, warnings=warnings)
+        yield TtsDone(Result(wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), text=normalized, warnings=warnings))
 
     def convert(self, source: AudioInput, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
         """Zero-shot voice conversion: what ``source`` (audio, never a str) says, in ``voice``;
@@ -557,7 +622,7 @@ class Engine:
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
         reply = None
-        voice_out = self._utterance(prompt, options)  # the reply's speech, chunk after chunk, as one utterance
+        voice_out = self._utterance(prompt, options, clock=clock)  # the reply's speech, chunk after chunk, as one utterance
         heard: list[str] | None = None if isinstance(user_input, str) else []  # transcript of spoken input
         for event in self._chat_model().stream_respond(conversation, user_input, self._sampling(options)):
             if isinstance(event, sm.TranscriptDelta):
@@ -586,9 +651,3 @@ class Engine:
             yield AudioChunk(tail, SAMPLE_RATE)
         wav = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)  # the streamed pieces are the reply
         yield ChatDone(reply.transcript, reply.text, wav, SAMPLE_RATE, clock.metrics(wav.size, load_s), list(reply.warnings))
-
-    def _join(self, pieces: list[np.ndarray]) -> np.ndarray:
-        pieces = [p for p in pieces if p.size]
-        if not pieces:
-            return np.zeros(0, dtype=np.float32)
-        return crossfade_join(pieces, sample_rate=SAMPLE_RATE, fade_ms=self.config.pipeline.crossfade_ms).astype(np.float32)

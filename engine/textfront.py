@@ -459,6 +459,14 @@ def split_sentences(text: str, max_chars: int = 250, min_chars: int = 0) -> list
 
 
 # --------------------------------------------------------------------------- audio joining
+def fade_ramps(n: int, curve: str = "equal_power") -> tuple[np.ndarray, np.ndarray]:
+    """Fade-out and fade-in gains [n] of a cross-fade (``curve``: "equal_power" or "linear")."""
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n  # strictly inside (0, 1): no sample is dropped
+    if curve == "linear":
+        return (1.0 - x).astype(np.float32), x.astype(np.float32)
+    return np.cos(x * np.pi / 2).astype(np.float32), np.sin(x * np.pi / 2).astype(np.float32)
+
+
 def crossfade_join(
     chunks: list[np.ndarray],
     sample_rate: int = 16000,
@@ -484,10 +492,7 @@ def crossfade_join(
     pause = max(int(round(sample_rate * pause_ms / 1000)), 0)
 
     def ramps(n: int) -> tuple[np.ndarray, np.ndarray]:
-        x = (np.arange(n, dtype=np.float64) + 0.5) / n  # strictly inside (0, 1): no sample is dropped
-        if curve == "linear":
-            return (1.0 - x).astype(np.float32), x.astype(np.float32)
-        return np.cos(x * np.pi / 2).astype(np.float32), np.sin(x * np.pi / 2).astype(np.float32)
+        return fade_ramps(n, curve)
 
     if pause:
         out: list[np.ndarray] = []
@@ -515,3 +520,38 @@ def crossfade_join(
         mixed = result[-n:] * fade_out + nxt[:n] * fade_in
         result = np.concatenate([result[:-n], mixed, nxt[n:]])
     return result.astype(np.float32, copy=False)
+
+
+class CrossfadeStream:
+    """``crossfade_join`` (no pause, equal power) for audio that arrives piece by piece.
+
+    ``add(piece)`` continues the current segment seamlessly; ``add(piece, new_segment=True)``
+    starts a segment that cross-fades with what came before. Each call returns the samples that
+    are final; the newest ``fade_ms`` are held back until the next piece or ``finish()``. Joined
+    this way, segments give exactly ``crossfade_join``'s output when each segment's first piece
+    holds at least two fades of samples (the fade is capped by the first piece, not the segment)."""
+
+    def __init__(self, sample_rate: int = 16000, fade_ms: float = 30.0):
+        self.fade = max(int(round(sample_rate * fade_ms / 1000)), 0)
+        self.held = np.zeros(0, dtype=np.float32)  # newest samples, not final yet [<= fade]
+        self.total = 0  # samples joined so far (handed out + held)
+
+    def add(self, piece: np.ndarray, new_segment: bool = False) -> np.ndarray:
+        piece = np.asarray(piece, dtype=np.float32).reshape(-1)
+        if not piece.size:
+            return np.zeros(0, dtype=np.float32)
+        n = min(self.fade, self.total // 2, piece.size // 2) if new_segment else 0
+        if n:
+            fade_out, fade_in = fade_ramps(n)
+            joined = np.concatenate([self.held[:-n], self.held[-n:] * fade_out + piece[:n] * fade_in, piece[n:]])
+        else:
+            joined = np.concatenate([self.held, piece])
+        self.total += piece.size - n
+        keep = min(self.fade, joined.size)
+        self.held = joined[joined.size - keep:]
+        return joined[: joined.size - keep]
+
+    def finish(self) -> np.ndarray:
+        """The held-back end."""
+        out, self.held = self.held, np.zeros(0, dtype=np.float32)
+        return out

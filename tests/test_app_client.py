@@ -31,10 +31,10 @@ def test_tts_convert_and_chat_return_audio(app):
     client, tmp = app
     clip = tmp / "clip.wav"
     sf.write(clip, voiced(1.2, seed=3), 16000)
-    audio, file, info = client.predict("Hello there. It costs $5.", "flite-slt", None, **KNOBS, **LLM, api_name="/tts")
+    _live, audio, file, info = client.predict("Hello there. It costs $5.", "flite-slt", None, **KNOBS, **LLM, api_name="/tts")
     assert audio_ok(audio) > 0 and audio_ok(file) == audio_ok(audio) and "RTF" in info and "five dollars" in info
     # an uploaded clip as the voice
-    audio, _, _ = client.predict("Hi.", "(my clip below)", handle_file(str(clip)), **KNOBS, **LLM, api_name="/tts")
+    _, audio, _, _ = client.predict("Hi.", "(my clip below)", handle_file(str(clip)), **KNOBS, **LLM, api_name="/tts")
     assert audio_ok(audio) > 0
     audio, file, info = client.predict(handle_file(str(clip)), "flite-rms", None, **KNOBS, api_name="/convert")
     assert abs(audio_ok(audio) - 1.2 * 16000) < 320  # same length as the source, to the frame
@@ -60,7 +60,7 @@ def test_errors_are_readable_and_the_app_keeps_serving(app):
     # typed text never opens server files: a message naming one is just a message
     history, *_ = client.predict(str(silent), "flite-slt", None, [], **KNOBS, **LLM, api_name="/chat_text")
     assert str(silent) in str(history[0]["content"]) and "⚠️" not in str(history[1]["content"])
-    audio, _, _ = client.predict("Still here.", "flite-slt", None, **KNOBS, **LLM, api_name="/tts")
+    _, audio, _, _ = client.predict("Still here.", "flite-slt", None, **KNOBS, **LLM, api_name="/tts")
     assert audio_ok(audio) > 0
 
 
@@ -72,7 +72,7 @@ def test_voice_library_add_rename_delete(app):
                                                                     "flite-slt", api_name="/add_voice")
     assert library["value"] == "my-voice" and tts_v["value"] == "flite-slt" and name == desc == ""  # the form is cleared
     assert ["my-voice", "my-voice"] in tts_v["choices"]  # every voice picker learns the new voice
-    audio, _, _ = client.predict("Hello.", "my-voice", None, **KNOBS, **LLM, api_name="/tts")
+    _, audio, _, _ = client.predict("Hello.", "my-voice", None, **KNOBS, **LLM, api_name="/tts")
     assert audio_ok(audio) > 0
     with pytest.raises(Exception, match="(?i)name"):
         client.predict("../evil", handle_file(str(clip)), "", False, "flite-slt", "flite-slt", "flite-slt", api_name="/add_voice")

@@ -133,10 +133,15 @@ def test_ui_and_api_share_one_concurrency_limit():
             self._work()
             yield "event"
 
+        def stream_tts(self, *a, **k):
+            self._work()
+            yield "piece"
+
     engine = Slow()
     gated = GatedEngine(engine, concurrency=1)
     assert gated.config == "cfg"  # everything else is the engine's own
     threads = [threading.Thread(target=gated.tts) for _ in range(3)] + [threading.Thread(target=lambda: list(gated.chat())) for _ in range(2)]
+    threads += [threading.Thread(target=lambda: list(gated.stream_tts())) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

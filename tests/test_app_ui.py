@@ -64,9 +64,20 @@ def test_voice_picking_and_options(ui):
     assert ui.options(seed=42).seed == 42 and ui.options().steps is None
 
 
+def test_tts_streams_live_pieces_then_the_whole_speech(ui):
+    outputs = list(ui.tts("It is 3:30 pm. The price is $5! Is that right? Yes, it is.", "flite-slt", steps=2, seed=0))
+    live = [o[0] for o in outputs[:-1]]
+    assert len(live) >= 2 and all(rate == 16000 and pcm.dtype == np.int16 and pcm.size for rate, pcm in live)
+    assert all(o[1] is None for o in outputs[:-1])  # the whole file comes last
+    final_live, path, download, info = outputs[-1]
+    assert final_live is None and path == download and "RTF" in info and "five dollars" in info
+    whole, sr = sf.read(path, dtype="int16")
+    assert sr == 16000 and abs(whole.size - sum(pcm.size for _, pcm in live)) <= 1  # the pieces are the whole
+
+
 def test_engine_errors_become_readable_messages(ui):
     with pytest.raises(gr.Error, match="no text|There is no text"):
-        ui.tts(" ", "flite-slt")
+        list(ui.tts(" ", "flite-slt"))
     with pytest.raises(gr.Error, match="silent"):
         ui.convert((16000, np.zeros(16000, np.float32)), "flite-slt", steps=2)
     history = list(ui.chat_audio((16000, np.zeros(16000, np.float32)), "flite-slt", None, [], None))[-1][0]
@@ -83,7 +94,7 @@ def test_model_events_share_one_concurrency_group(ui):
 
 
 def test_status_tab_reports_model_loading_apart(ui):
-    ui.tts("Hello.", "flite-slt", steps=2, seed=0)  # the models are loaded by now
+    list(ui.tts("Hello.", "flite-slt", steps=2, seed=0))  # the models are loaded by now
     text = ui.status()
     assert "**Models loaded in** codec" in text and "not counted in any request's timings" in text
     assert "perceptual model flow" in ui.header_status()
@@ -91,7 +102,7 @@ def test_status_tab_reports_model_loading_apart(ui):
 
 def test_user_errors_are_not_logged_as_tracebacks(ui):
     with pytest.raises(gr.Error) as err:
-        ui.tts(" ", "flite-slt")
+        list(ui.tts(" ", "flite-slt"))
     assert err.value.print_exception is False  # Gradio prints a traceback only when this is True
     with pytest.raises(gr.Error) as err:
         ui.convert(None, "flite-slt")

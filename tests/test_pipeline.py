@@ -10,7 +10,7 @@ import soundfile as sf
 from engine.audio import AudioError
 from engine.config import load_config
 from engine.errors import EngineError
-from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript
+from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript, TtsDone
 from tests.audio_helpers import voiced
 
 
@@ -35,6 +35,58 @@ def test_tts_short_and_multi_sentence(engine, text):
     assert r.metrics.rtf > 0 and r.metrics.first_audio_s <= r.metrics.total_s
     again = engine.tts(text, "Tester", options=GenerationOptions(seed=0))
     assert np.array_equal(again.wav, r.wav)  # same seed, same audio
+
+
+def _spy_units(monkeypatch, engine) -> list[list[int]]:
+    """Records the units each stream_speak call has yielded so far (one list per call)."""
+    model = engine.semantic_for("tts")
+    calls: list[list[int]] = []
+    real = model.stream_speak
+
+    def spy(*args, **kwargs):
+        calls.append([])
+        for chunk in real(*args, **kwargs):
+            calls[-1].extend(chunk)
+            yield chunk
+
+    monkeypatch.setattr(model, "stream_speak", spy)
+    return calls
+
+
+def test_stream_tts_starts_before_the_first_sentence_ends_and_joins_to_the_result(engine, monkeypatch):
+    text = "It is 3:30 pm. The price is $5! Is that right? Yes, it is."
+    calls = _spy_units(monkeypatch, engine)
+    monkeypatch.setattr(engine.config.pipeline, "tts_first_frames", 25)  # the tiny profile's unit_chunk
+    events, first_at = [], None
+    for event in engine.stream_tts(text, "Tester", options=GenerationOptions(seed=0)):
+        if isinstance(event, AudioChunk) and first_at is None:
+            first_at = (len(calls), len(calls[-1]))
+        events.append(event)
+    done = events[-1]
+    assert isinstance(done, TtsDone) and all(isinstance(e, AudioChunk) for e in events[:-1])
+    assert len(calls) >= 2 and len(calls[0]) > 25  # several sentence chunks; the first one longer than its head
+    assert first_at == (1, 25)  # audio after the first 25 units of the first chunk, not after it
+    pieces = [e.wav for e in events[:-1]]
+    assert len(pieces) >= 3 and all(frames_ok(p) for p in pieces)
+    assert np.array_equal(np.concatenate(pieces), done.result.wav)  # the pieces are the result
+    assert done.result.metrics.first_audio_s < done.result.metrics.total_s
+    assert set(done.result.metrics.stages) >= {"semantic", "perceptual", "decode"}
+    assert np.array_equal(engine.tts(text, "Tester", options=GenerationOptions(seed=0)).wav, done.result.wav)
+
+
+def test_stream_tts_without_a_head_is_the_one_pass_synthesis(engine, monkeypatch):
+    calls = _spy_units(monkeypatch, engine)
+    monkeypatch.setattr(engine.config.pipeline, "tts_first_frames", 0)
+    options = GenerationOptions(seed=0)
+    events = list(engine.stream_tts("Hello there.", "Tester", options=options))
+    assert len(events) == 3  # the audio less its held-back fade, the fade, the result
+    wav = events[-1].result.wav
+    one_pass = engine._synthesize(calls[0], engine.prompt("Tester"), engine._options(options))
+    assert np.array_equal(wav, one_pass)
+    monkeypatch.setattr(engine.config.pipeline, "tts_first_frames", 25)
+    streamed = engine.tts("Hello there.", "Tester", options=options).wav
+    if len(calls[0]) > 25:  # continued in a second chunk: near the one pass, not the same samples
+        assert streamed.size == one_pass.size and not np.array_equal(streamed, one_pass)
 
 
 def test_convert_keeps_length(engine):

@@ -35,7 +35,7 @@ def ui(tmp_path_factory):
 ])
 def test_bad_settings_are_refused_in_our_words(ui, knobs, match):
     with pytest.raises(gr.Error, match=match) as err:
-        ui.tts("Hello.", "flite-slt", **knobs)
+        list(ui.tts("Hello.", "flite-slt", **knobs))
     assert "Something went wrong" not in err.value.message
 
 

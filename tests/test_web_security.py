@@ -238,7 +238,7 @@ def test_uploads_in_every_format_go_through_the_engine_loader(web, clips):
     assert "/" not in message.split("(")[0] and str(tmp) not in message and "gradio" not in message.lower(), message
     # another browser session (its page loaded before these voices existed) can use and delete them
     other = Client(url, auth=(USER, PASSWORD), verbose=False)
-    audio, _, _ = other.predict("Hi.", "fresh-flac", None, steps=2, seed=0, api_name="/tts")
+    _, audio, _, _ = other.predict("Hi.", "fresh-flac", None, steps=2, seed=0, api_name="/tts")
     assert sf.info(audio).frames > 0
     assert len(list(tmp.glob("speechgpt-gen-web-*/**/tts-*.wav"))) == 1  # one copy: written in Gradio's cache, not copied there
     library, *_ = other.predict("fresh-mp3", "flite-slt", "flite-slt", "flite-slt", api_name="/delete_voice")

@@ -19,7 +19,9 @@ The concatenated output equals the pieces the caller streamed, and is the reply'
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,10 +42,13 @@ class StreamSettings:
 class UtteranceSynthesizer:
     """Turns unit chunks of one utterance into audio pieces that join seamlessly."""
 
-    def __init__(self, model: PerceptualModel, codec: Codec, prompt: Prompt, settings: StreamSettings | None = None, **generate_kwargs):
+    def __init__(self, model: PerceptualModel, codec: Codec, prompt: Prompt, settings: StreamSettings | None = None,
+                 stage: Callable[[str], AbstractContextManager] | None = None, **generate_kwargs):
         """``generate_kwargs``: what ``model.generate`` takes besides tokens and prompt (steps,
-        chain, guidance_scale, seed)."""
+        chain, guidance_scale, seed). ``stage(name)``: a context manager timing the "perceptual"
+        and "decode" work (a request clock's ``stage``)."""
         self.model, self.codec, self.prompt = model, codec, prompt
+        self.stage = stage or (lambda name: nullcontext())
         self.settings = settings or StreamSettings()
         self.kwargs = generate_kwargs
         self.tokens = torch.zeros(0, dtype=torch.long)  # committed frames
@@ -72,11 +77,12 @@ class UtteranceSynthesizer:
         tokens = torch.cat([self.pending, torch.as_tensor(units, dtype=torch.long)])
         prompt = self._context()
         codes = None
-        if self.codes is not None:
-            codes = self.model.generate_codes(tokens, prompt, frame_offset=self.num_frames, **self.kwargs).cpu().long()  # type: ignore[attr-defined]
-            complete = self.codec.embed(codes)
-        else:
-            complete = self.model.generate(tokens, prompt, frame_offset=self.num_frames, **self.kwargs)
+        with self.stage("perceptual"):
+            if self.codes is not None:
+                codes = self.model.generate_codes(tokens, prompt, frame_offset=self.num_frames, **self.kwargs).cpu().long()  # type: ignore[attr-defined]
+                complete = self.codec.embed(codes)
+            else:
+                complete = self.model.generate(tokens, prompt, frame_offset=self.num_frames, **self.kwargs)
         keep = max(int(tokens.shape[0]) - max(self.settings.lookahead_frames, 0), 0)
         self._commit(tokens[:keep], complete[:keep], None if codes is None else codes[:, :keep])
         self.pending, self.pending_complete = tokens[keep:], complete[keep:].float().cpu()
@@ -103,7 +109,8 @@ class UtteranceSynthesizer:
             return np.zeros(0, dtype=np.float32)
         start = max(0, self.emitted - max(self.settings.overlap_frames, 0))
         window = torch.cat([self.complete[start:total], self.pending_complete])  # provisional frames: right context only
-        wav = self.codec.decode(window).numpy()
+        with self.stage("decode"):
+            wav = self.codec.decode(window).numpy()
         a = (self.emitted - start) * HOP_LENGTH
         piece = wav[a : a + (end - self.emitted) * HOP_LENGTH].astype(np.float32)
         self.emitted = end
