@@ -86,6 +86,32 @@ def test_static_decoder_logits_match_the_model():
     torch.testing.assert_close(torch.stack(got), want[3:], atol=1e-5, rtol=1e-5)
 
 
+def test_fused_layers_give_the_module_path_logits():
+    """On a CPU the layers run on fused weights (q/k/v in one projection, gate/up in one, one-call
+    norms): the module path's hidden states; a hooked projection keeps the module path."""
+    vocab = 500
+    model, _, fused = _decoders(vocab)
+    plain = StaticDecoder(model, max_len=256, fuse=False)
+    assert fused.fused is not None and plain.fused is None
+    ids = [1, 5, 9, 200, 33, 48, 7]
+    hidden = []
+    with torch.inference_mode():
+        for dec in (fused, plain):
+            dec.reset(GREEDY, eos_id=2, vocab=vocab)
+            dec.start(ids[:3])
+            states = [dec.hidden]
+            for token in ids[3:]:
+                dec.feed([token])
+                states.append(dec.hidden)
+            hidden.append(torch.stack(states))
+    torch.testing.assert_close(hidden[0], hidden[1], atol=1e-5, rtol=1e-5)
+    handle = model.model.layers[0].mlp.up_proj.register_forward_hook(lambda *a: None)
+    try:
+        assert StaticDecoder(model, max_len=16).fused is None  # hooks must see the module calls
+    finally:
+        handle.remove()
+
+
 def test_sampling_distribution_is_the_eager_one():
     """Temperature, top-p and the repetition penalty shape the static decoder's draws exactly as the
     eager loop's: the frequencies of both match the filtered probabilities."""

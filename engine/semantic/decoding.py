@@ -7,7 +7,9 @@ Two implementations of one small interface (``start`` / ``feed`` / ``sample``):
   graphs with ``mode="reduce-overhead"`` on a GPU; eager on CPU unless asked), sampling on the
   device (temperature, top-p, a repetition penalty from token counts kept up to date per token),
   slot plans (allowed tokens, the sub-matrix of the output layer for them) built once, and host
-  syncs only every ``sync_every`` tokens inside a speech span. Inside a speech span only the unit
+  syncs only every ``sync_every`` tokens inside a speech span. On a CPU the layers run on fused
+  weight copies (``fuse_layers``: q/k/v in one projection, gate/up in one, one-call RMS norms): a
+  small model's step there costs per operation more than per multiply. Inside a speech span only the unit
   tokens and the stop can be sampled, so only their rows of the output layer are computed: the
   distribution is the same as masking the full logits, for less work.
 * ``EagerDecoder``: the previous loop (transformers forward with a dynamic cache, sampling on the
@@ -148,7 +150,13 @@ class StaticDecoder(nn.Module):
 
     name = "static"
 
-    def __init__(self, model: nn.Module, max_len: int, compile: bool = False, mode: str = "default", sync_every: int = 1):
+    def __init__(self, model: nn.Module, max_len: int, compile: bool = False, mode: str = "default", sync_every: int = 1,
+                 fuse: bool | None = None):
+        """``fuse``: run the layers on fused weight copies (``FusedLayer``: one projection for q, k and
+        v, RoPE on q and k together, one projection for the MLP's gate and up, one-call RMS norms) where every
+        projection is a plain bias-free ``nn.Linear``; None = on a CPU for models of at most 1 B
+        parameters, where a step is bound by the number of operations more than by arithmetic (it
+        costs a copy of the attention and MLP input weights)."""
         super().__init__()
         why = supports_static(model)
         if why:
@@ -171,6 +179,9 @@ class StaticDecoder(nn.Module):
             cos, sin = model.model.rotary_emb(self.k_cache[0, :, 0, :1].to(self.dtype), positions)  # [1, L, dh]
         self.register_buffer("cos", cos[0].to(self.dtype), persistent=False)
         self.register_buffer("sin", sin[0].to(self.dtype), persistent=False)
+        if fuse is None:
+            fuse = self.device.type == "cpu" and sum(p.numel() for p in model.parameters()) <= 1_000_000_000
+        self.fused = fuse_layers(model) if fuse else None
         self.compiled = compile
         self._step = torch.compile(self._decode_one, mode=mode, fullgraph=True, dynamic=False) if compile else self._decode_one
         self.pos = 0
@@ -211,6 +222,8 @@ class StaticDecoder(nn.Module):
     # -------------------------------------------------------------- the network
     def _layers(self, x: Tensor, start: Tensor | int, n: int, cos: Tensor, sin: Tensor, attn_mask: Tensor | None, end: int) -> Tensor:
         """x [1, n, D] at positions start..start+n-1 -> final-norm hidden [1, n, D]; writes the cache."""
+        if self.fused is not None:
+            return self._fused_layers(x, start, n, cos, sin, attn_mask, end)
         b = 1
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
@@ -220,18 +233,41 @@ class StaticDecoder(nn.Module):
             v = attn.v_proj(h).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            if isinstance(start, int):
-                self.k_cache[i, :, :, start : start + n] = k
-                self.v_cache[i, :, :, start : start + n] = v
-            else:  # a position tensor (compiled one-token step)
-                self.k_cache[i].index_copy_(2, start, k)
-                self.v_cache[i].index_copy_(2, start, v)
-            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=attn.scaling,
-                                                 enable_gqa=self.kv_heads != self.heads)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+            x = x + attn.o_proj(self._attend(i, q, k, v, start, n, attn_mask, end, attn.scaling))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm.model.norm(x)
+
+    def _attend(self, i: int, q: Tensor, k: Tensor, v: Tensor, start: Tensor | int, n: int, attn_mask: Tensor | None, end: int,
+                scale: float) -> Tensor:
+        """Writes k, v [1, KV, n, dh] into layer ``i``'s cache; attention of q [1, H, n, dh] over
+        positions 0..end-1 -> [1, n, H * dh]."""
+        if isinstance(start, int):
+            self.k_cache[i, :, :, start : start + n] = k
+            self.v_cache[i, :, :, start : start + n] = v
+        else:  # a position tensor (compiled one-token step)
+            self.k_cache[i].index_copy_(2, start, k)
+            self.v_cache[i].index_copy_(2, start, v)
+        keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask, scale=scale, enable_gqa=self.kv_heads != self.heads)
+        return out.transpose(1, 2).reshape(1, n, self.heads * self.head_dim)
+
+    def _fused_layers(self, x: Tensor, start: Tensor | int, n: int, cos: Tensor, sin: Tensor, attn_mask: Tensor | None, end: int) -> Tensor:
+        """``_layers`` on the fused weights: the same arithmetic in fewer operations."""
+        fl = self.fused
+        assert fl is not None
+        qk = (self.heads + self.kv_heads) * self.head_dim
+        cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # [1, n, 1, dh]: broadcast over the heads of q and k together
+        for i, f in enumerate(fl.layers):
+            out = F.linear(fl.norm(x, f.input_norm), f.qkv)  # [1, n, (H + 2 KV) dh]: q, k, v
+            both = out[..., :qk].view(1, n, -1, self.head_dim)  # q and k heads, rotated together
+            both = both * cos + _rotate_half(both) * sin
+            q = both[:, :, : self.heads].transpose(1, 2)
+            k = both[:, :, self.heads :].transpose(1, 2)
+            v = out[..., qk:].view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
+            x = x + F.linear(self._attend(i, q, k, v, start, n, attn_mask, end, f.scale), f.o)
+            gate, up = F.linear(fl.norm(x, f.post_norm), f.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(f.act(gate) * up, f.down)
+        return fl.norm(x, fl.final_norm)
 
     def _decode_one(self, token: Tensor, pos: Tensor) -> Tensor:
         """One token [1] at position ``pos`` [1] over the full-size cache (static shapes) -> hidden [D]."""
@@ -336,6 +372,61 @@ class StaticDecoder(nn.Module):
                         self.counts.index_add_(0, torch.tensor(ids[: j + 1], device=self.device),
                                                torch.ones(j + 1, dtype=torch.int32, device=self.device))
                     return
+
+
+@dataclass
+class FusedLayer:
+    """One decoder layer's weights, fused for fewer operations per token."""
+
+    input_norm: Tensor  # [D]
+    qkv: Tensor  # [(H + 2 KV) dh, D]: the q, k and v projections
+    o: Tensor  # [D, H dh]
+    post_norm: Tensor  # [D]
+    gate_up: Tensor  # [2 F, D]
+    down: Tensor  # [D, F]
+    act: object  # the MLP's activation
+    scale: float  # attention scale
+
+
+@dataclass
+class FusedLayers:
+    layers: list[FusedLayer]
+    final_norm: Tensor
+    eps: float
+
+    def norm(self, x: Tensor, weight: Tensor) -> Tensor:
+        """LLaMA RMS norm (float32 inside, weight applied in the input's dtype) in one fused call."""
+        return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+
+def fuse_layers(model: nn.Module) -> FusedLayers | None:
+    """Fused weight copies of a LLaMA-family model's layers, or None where any projection is not a
+    plain bias-free ``nn.Linear`` (4-bit layers, adapters, hooks) or a norm is not LLaMA's RMS norm."""
+
+    def plain(m: nn.Module) -> bool:
+        return type(m) is nn.Linear and m.bias is None and not m._forward_hooks and not m._forward_pre_hooks
+
+    def rms(m: nn.Module) -> bool:
+        return type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon") and not m._forward_hooks and not m._forward_pre_hooks
+
+    norms = [model.model.norm]
+    layers = []
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None),
+                       getattr(mlp, "down_proj", None)]
+        if not all(p is not None and plain(p) for p in projections) or not (rms(layer.input_layernorm) and rms(layer.post_attention_layernorm)):
+            return None
+        norms += [layer.input_layernorm, layer.post_attention_layernorm]
+        with torch.no_grad():
+            q, k, v = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
+            qkv = torch.cat([q, k, v]).contiguous()
+            gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous()
+        layers.append(FusedLayer(layer.input_layernorm.weight.detach(), qkv, attn.o_proj.weight.detach(), layer.post_attention_layernorm.weight.detach(),
+                                 gate_up, mlp.down_proj.weight.detach(), mlp.act_fn, attn.scaling))
+    if not rms(model.model.norm) or len({float(n.variance_epsilon) for n in norms}) != 1:
+        return None
+    return FusedLayers(layers, model.model.norm.weight.detach(), float(model.model.norm.variance_epsilon))
 
 
 def _rotate_half(x: Tensor) -> Tensor:
