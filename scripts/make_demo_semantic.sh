@@ -14,6 +14,7 @@
 # smoke run); MAX_STEPS (overrides train.max_steps); THREADS (torch threads, default 1);
 # INIT_FROM (continue a trained model, e.g. the shipped assets/models/demo/semantic: its weights and
 # tokenizer, a fresh schedule; use a new RUN_DIR for it);
+# TRAIN_SET (more training-YAML overrides, space-separated KEY=VALUE, e.g. "train.lr=8e-4 data.asr_fraction=0.5");
 # CODEC (default assets/models/demo/codec, only used when the codes must be extracted);
 # SHIP (default assets/models/demo/semantic; SHIP=none keeps the model in the run folder).
 set -euo pipefail
@@ -50,6 +51,7 @@ extra=(--train-set "model.text_units=$UNITS")
 [ -n "${SIZE:-}" ] && extra+=(--model "scratch:$SIZE")
 [ -n "${MAX_STEPS:-}" ] && extra+=(--max-steps "$MAX_STEPS")
 [ -n "${INIT_FROM:-}" ] && extra+=(--train-set "init_from=$INIT_FROM")
+for kv in ${TRAIN_SET:-}; do extra+=(--train-set "$kv"); done
 "$PY" -m engine train-llm run --config "$CONFIG" --data "$DATA" --out "$RUN/$UNITS" --threads "$THREADS" --resume --quiet "${extra[@]}"
 
 # 4. ship it
