@@ -165,3 +165,62 @@ def test_kokoro_model_is_assembled_once_before_the_workers_start(monkeypatch):
     assert calls == [1]
     fake.model_path = lambda: (_ for _ in ()).throw(RuntimeError("parts corrupted"))
     prepare_engines(DEFAULT_VOICES)  # a broken engine is reported by its chunks, not here
+
+
+def test_speed_perturbation_scales_pitch_and_length():
+    from engine.demo.augment import speed_perturb
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = np.round(0.3 * np.sin(2 * np.pi * 200 * t) * 32767).astype(np.int16)
+    for factor in (0.9, 1.1):
+        out = speed_perturb(tone, factor)
+        assert out.dtype == np.int16 and abs(out.size - SAMPLE_RATE / factor) <= 2
+        spectrum = np.abs(np.fft.rfft(out.astype(np.float64)))
+        peak_hz = np.argmax(spectrum) * SAMPLE_RATE / out.size
+        assert abs(peak_hz - 200 * factor) < 3, (factor, peak_hz)
+    with pytest.raises(ValueError, match="outside"):
+        speed_perturb(tone, 2.0)
+
+
+@needs_espeak
+def test_augmented_corpus_copies_only_train_rows_and_is_a_corpus_itself(tmp_path):
+    from engine.cli.demo import main as demo_main
+    from engine.demo.augment import AUGMENT_FIELDS, AugmentConfig, augment_corpus
+    from engine.train.extract import list_corpus_items, select_split
+
+    src, out = tmp_path / "corpus", tmp_path / "aug"
+    build_corpus(_config(src), log=lambda _: None)
+    source = _rows(src)
+    report = augment_corpus(AugmentConfig(src, out, speeds=(0.9, 1.1), progress=False), log=lambda _: None)
+    train = [r for r in source if r["split"] == "train"]
+    assert (report.augmented, report.reused, report.failures) == (2 * len(train), 0, [])
+    rows = _rows(out)
+    assert rows[: len(source)] == source  # the source rows, unchanged, first
+    copies = rows[len(source):]
+    assert len(copies) == 2 * len(train) and {r["voice"] for r in copies} == {"es_a-sp090", "es_a-sp110"}
+    by_id = {r["id"]: r for r in source}
+    for r in copies:
+        assert set(r) == set(AUGMENT_FIELDS) and r["split"] == "train" and not r["heldout_voice"] and not r["heldout_sentence"]
+        orig = by_id[r["augmented_from"]]
+        assert orig["split"] == "train" and r["text"] == orig["text"] and r["sentence_id"] == orig["sentence_id"]
+        assert abs(r["duration"] - orig["duration"] / r["speed"]) < 0.01
+        assert abs(sf.info(str(out / r["path"])).frames / SAMPLE_RATE - r["duration"]) < 1e-3
+    for r in source:  # every source file is there too (a link), so the folder is a corpus of its own
+        assert (out / r["path"]).samefile(src / r["path"])
+    kept, dropped = select_split(rows, "train")
+    assert dropped == 0 and len(kept) == 3 * len(train)
+    assert len(list_corpus_items(out, "test")) == len([r for r in source if r["split"] == "test"])
+    summary = json.loads((out / "corpus.json").read_text())
+    assert summary["augmentation"]["rows"] == len(copies) and summary["utterances"] == len(rows)
+
+    stamp = (out / copies[0]["path"]).stat().st_mtime_ns
+    again = augment_corpus(AugmentConfig(src, out, speeds=(0.9, 1.1), progress=False), log=lambda _: None)
+    assert (again.augmented, again.reused) == (0, len(copies)) and len(_rows(out)) == len(rows)  # resumed, not doubled
+    assert (out / copies[0]["path"]).stat().st_mtime_ns == stamp
+    with pytest.raises(EngineError, match="already an augmented corpus"):
+        augment_corpus(AugmentConfig(out, tmp_path / "again", progress=False), log=lambda _: None)
+    with pytest.raises(EngineError, match="new folder"):
+        augment_corpus(AugmentConfig(src, src, progress=False), log=lambda _: None)
+    assert demo_main(["augment", "--corpus", str(src), "--out", str(tmp_path / "cli"), "--speeds", "1.2", "--quiet"]) == 0
+    assert {r["voice"] for r in _rows(tmp_path / "cli")} >= {"es_a-sp120"}
+    assert demo_main(["augment", "--corpus", str(src), "--out", str(tmp_path / "bad"), "--speeds", "1.0"]) != 0

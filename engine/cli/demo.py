@@ -1,4 +1,4 @@
-"""The demo profile's commands: python -m engine demo corpus --out DIR"""
+"""The demo profile's commands: python -m engine demo corpus --out DIR | augment --corpus DIR --out DIR2"""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def _corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _augment(args: argparse.Namespace) -> int:
+    from engine.demo.augment import AugmentConfig, augment_corpus
+
+    report = augment_corpus(AugmentConfig(corpus=Path(args.corpus), out=Path(args.out), speeds=tuple(args.speeds), progress=not args.quiet))
+    return 1 if report.failures and not (report.augmented or report.reused) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine demo", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
@@ -46,8 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_argument("--max-minutes", type=float, default=None,
                         help="start no new work after this many minutes (balanced across voices; --resume adds the rest)")
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
+    aug = sub.add_parser("augment", help="speaker augmentation: speed-perturbed copies of the train rows as new voices",
+                         description="Write a new corpus folder: the source corpus's rows (hard-linked) plus, for every train row "
+                                     "and speed factor, a resampled copy (pitch, formants and tempo x factor) as a new voice "
+                                     "VOICE-spNNN. Held-out voices and sentences are never copied. Resumable.")
+    aug.add_argument("--corpus", default="data/demo_corpus", help="source corpus folder (default: %(default)s)")
+    aug.add_argument("--out", default="data/demo_corpus_aug", help="output folder, a corpus of its own (default: %(default)s)")
+    aug.add_argument("--speeds", type=float, nargs="+", default=[0.9, 1.1], metavar="F",
+                     help="speed factors, each one new voice per training voice (default: 0.9 1.1; allowed 0.7-1.4)")
+    aug.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.action == "corpus":
         return run_cli(lambda: _corpus(args))
+    if args.action == "augment":
+        return run_cli(lambda: _augment(args))
     parser.print_help(sys.stderr)
     return 2
