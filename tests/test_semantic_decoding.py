@@ -192,3 +192,17 @@ def test_other_architectures_use_the_eager_loop():
     with pytest.raises(ValueError, match="semantic.decoder static cannot run"):
         make_decoder("static", model, 64, "off", 1)
     assert isinstance(make_decoder("auto", tiny_llama(50), 64, "off", 1), StaticDecoder)
+
+
+def test_fuse_setting_reaches_the_decoder():
+    from engine.semantic.decoding import make_decoder
+
+    model = tiny_llama(50)
+    assert make_decoder("auto", model, 64, "off", 1, "auto").fused is not None  # CPU: fused
+    assert make_decoder("auto", model, 64, "off", 1, "off").fused is None
+    with pytest.raises(ValueError, match="semantic.fuse"):
+        make_decoder("auto", model, 64, "off", 1, "sometimes")
+    eager, fused = _both("speechgpt_gen")
+    unfused = SemanticModel.tiny(SemanticConfig(random_init=True, family="speechgpt_gen", max_text_tokens=12, unit_chunk=7, fuse="off"))
+    assert fused.speak("Good morning", GREEDY) == unfused.speak("Good morning", GREEDY) == eager.speak("Good morning", GREEDY)
+    assert fused._static.fused is not None and unfused._static.fused is None

@@ -37,6 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: pipeline.cpu_threads)")
     parser.add_argument("--decoder", choices=["auto", "static", "eager"], default=None, help="override semantic.decoder")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default=None, help="override semantic.compile")
+    parser.add_argument("--fuse", choices=["auto", "on", "off"], default=None, help="override semantic.fuse (fused layer weights)")
 
 
 def random_checkpoint(arch: str, family: str, folder: str) -> str:
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace, config) -> int:
         cfg = replace(cfg, decoder=args.decoder)
     if args.compile:
         cfg = replace(cfg, compile=args.compile)
+    if args.fuse:
+        cfg = replace(cfg, fuse=args.fuse)
     if args.quant:
         cfg = replace(cfg, quant=args.quant)
     if args.dtype:
@@ -116,7 +119,7 @@ def _decoder_label(model) -> str:
     static = model._static
     if model.cfg.decoder == "eager" or static is None:
         return "eager loop"
-    return f"static cache, {'compiled' if static.compiled else 'eager'} step, host sync every {static.sync_every}"
+    return f"static cache, {'compiled' if static.compiled else 'eager'} step, {'fused' if static.fused is not None else 'module'} layers, host sync every {static.sync_every}"
 
 
 def _compare(model, args: argparse.Namespace, sampling) -> int:

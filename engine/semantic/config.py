@@ -99,4 +99,5 @@ class SemanticConfig:
     # decode loop (engine.semantic.decoding): auto = static KV cache for LLaMA models, else eager
     decoder: str = "auto"  # auto | static | eager
     compile: str = "auto"  # torch.compile of the decode step: auto (CUDA, not 4-bit) | on | off
+    fuse: str = "auto"  # static decoder on fused weight copies: auto (CPU, models up to 1 B parameters) | on | off
     sync_every: int = 8  # CUDA: speech tokens sampled on the device between two host syncs

@@ -434,13 +434,16 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, sync_every: int) -> StaticDecoder | None:
+def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, sync_every: int, fuse_mode: str = "auto") -> StaticDecoder | None:
     """A ``StaticDecoder`` for ``model`` when ``kind`` (auto | static | eager) allows it, else None
-    (the caller then uses ``EagerDecoder``). ``compile_mode``: off | auto (CUDA only) | on."""
+    (the caller then uses ``EagerDecoder``). ``compile_mode``: off | auto (CUDA only) | on;
+    ``fuse_mode``: auto (CPU, up to 1 B parameters) | on | off."""
     if kind not in ("auto", "static", "eager"):
         raise ValueError(f"unknown semantic.decoder {kind!r}; use auto, static or eager")
     if compile_mode not in ("off", "auto", "on"):
         raise ValueError(f"unknown semantic.compile {compile_mode!r}; use off, auto or on")
+    if fuse_mode not in ("off", "auto", "on"):
+        raise ValueError(f"unknown semantic.fuse {fuse_mode!r}; use off, auto or on")
     if kind == "eager":
         return None
     why = supports_static(model)
@@ -454,4 +457,5 @@ def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, s
     compile_on = compile_mode == "on" or (compile_mode == "auto" and device.type == "cuda" and not quantized)
     mode = "reduce-overhead" if device.type == "cuda" else "default"
     sync = sync_every if device.type == "cuda" else 1  # on a CPU every op is synchronous anyway
-    return StaticDecoder(model, max_len, compile=compile_on, mode=mode, sync_every=sync)
+    fuse = None if fuse_mode == "auto" else fuse_mode == "on"
+    return StaticDecoder(model, max_len, compile=compile_on, mode=mode, sync_every=sync, fuse=fuse)
