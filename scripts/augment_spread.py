@@ -18,13 +18,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="data/demo_corpus")
     parser.add_argument("--speeds", type=float, nargs="+", default=[0.85, 0.92, 1.08, 1.16])
     parser.add_argument("--per-voice", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import soundfile as sf
     import torch

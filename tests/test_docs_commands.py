@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import importlib.metadata
 import re
 import shlex
@@ -144,6 +145,13 @@ def check(cmd: str, monkeypatch) -> None:
             paths = [a for a in args[2:] if a.startswith("tests")]
             for a in paths:
                 assert list(ROOT.glob(a.split("::")[0])), f"no test file {a}"
+        elif args[:1] and args[0].startswith("scripts/") and args[0].endswith(".py"):
+            script = ROOT / args[0]
+            assert script.is_file(), f"no script {args[0]}"
+            spec = importlib.util.spec_from_file_location(script.stem, script)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            parse_only(module.main, args[1:], monkeypatch)
         else:
             raise AssertionError(f"unknown python entry point in {cmd!r}")
     elif program == ".venv/bin/accelerate":
