@@ -206,3 +206,15 @@ def test_fuse_setting_reaches_the_decoder():
     unfused = SemanticModel.tiny(SemanticConfig(random_init=True, family="speechgpt_gen", max_text_tokens=12, unit_chunk=7, fuse="off"))
     assert fused.speak("Good morning", GREEDY) == unfused.speak("Good morning", GREEDY) == eager.speak("Good morning", GREEDY)
     assert fused._static.fused is not None and unfused._static.fused is None
+
+
+def test_tts_length_cap_follows_the_text():
+    """semantic.tts_units_per_char: at most base + per-char x len(text) units, whatever the budget."""
+    sampling = replace(GREEDY, max_new_tokens=200, repetition_penalty=1.0)
+    free = SemanticModel.tiny(SemanticConfig(random_init=True, family="speechgpt_gen", unit_chunk=7))
+    capped = SemanticModel.tiny(SemanticConfig(random_init=True, family="speechgpt_gen", unit_chunk=7, tts_units_per_char=1.5, tts_units_base=4))
+    text = "abcdefgh"
+    uncapped = free.speak(text, sampling)
+    assert len(uncapped) > 4 + 12  # the random model runs on: the cap has something to cut
+    units = capped.speak(text, sampling)
+    assert len(units) <= 4 + 12 and units == uncapped[: len(units)]  # the same units, cut at the cap

@@ -74,6 +74,10 @@ class SemanticConfig:
     max_context_tokens: int = 4096
     unit_chunk: int = 50  # stream reply units in chunks of this many frames (1 s)
     max_text_tokens: int = 300  # cap of a transcript / text answer; the speech units get the rest
+    # TTS: at most tts_units_base + tts_units_per_char x (characters of the text) units (0 = only
+    # sampling.max_new_tokens): a loop (the same words again and again) ends near the text's length
+    tts_units_per_char: float = 0.0
+    tts_units_base: int = 50
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
     text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
     # who writes the chat reply text: null = this model itself (chain of modality in one model);

@@ -11,6 +11,7 @@ is always parsed from the full generated text, so streaming and non-streaming ag
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -306,7 +307,11 @@ class SemanticModel:
         """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk`` as they are sampled."""
         chunk: list[int] = []
         prompt = self.family.tts_prompt(self.frontend(text) if self.frontend else text, instruction)  # phonemes when trained on them
-        for kind, value in self._generate(prompt, self.family.tts_scaffold(), self._sampling(sampling)):
+        sampling = self._sampling(sampling)
+        if self.cfg.tts_units_per_char > 0:  # a length cap from the text: a loop cannot run to the whole budget
+            cap = self.cfg.tts_units_base + math.ceil(self.cfg.tts_units_per_char * len(text))
+            sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, cap))
+        for kind, value in self._generate(prompt, self.family.tts_scaffold(), sampling):
             if kind == "unit":
                 chunk.append(value)  # type: ignore[arg-type]
                 if len(chunk) >= self.cfg.unit_chunk:
