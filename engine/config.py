@@ -44,6 +44,7 @@ class PipelineConfig:
     # TTS audio starts after the first sentence chunk's first this-many units (50 Hz; rounded up to
     # semantic.unit_chunk), the rest of that chunk continuing it seamlessly; 0 = after the whole chunk
     tts_first_frames: int = 50
+    tts_stream_min_chars: int = 0  # ...when that chunk has at least this many characters (shorter: one pass, no second flow call)
     crossfade_ms: float = 30.0
     sentence_pause_ms: float = 120.0
     # streamed chat speech (engine.perceptual.streaming): each unit chunk continues the previous ones

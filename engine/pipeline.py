@@ -472,7 +472,8 @@ class Engine:
         """Text to speech as it is produced: ``AudioChunk`` pieces that simply concatenate, then
         ``TtsDone`` with the whole ``Result``. Text is spoken sentence chunk by sentence chunk
         (``pipeline.chunk_chars``); the first chunk's audio starts after its first
-        ``pipeline.tts_first_frames`` units (0: after the whole chunk), the rest of that chunk
+        ``pipeline.tts_first_frames`` units (0, or a chunk shorter than ``pipeline.tts_stream_min_chars``:
+        after the whole chunk), the rest of that chunk
         continues it seamlessly, and each later chunk is synthesised in one pass and cross-faded in.
         Inputs are checked before anything runs."""
         options = self._options(options)
@@ -511,7 +512,7 @@ class Engine:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
             stream = model.stream_speak(chunk, chunk_sampling)
-            if i == 0 and p.tts_first_frames > 0:  # the first audio after the first units
+            if i == 0 and p.tts_first_frames > 0 and len(chunk) >= p.tts_stream_min_chars:  # the first audio after the first units
                 voice_out = self._utterance(prompt, options, seed_offset=i, clock=clock)
                 units: list[int] = []
                 pushed = False

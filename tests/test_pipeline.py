@@ -84,6 +84,9 @@ def test_stream_tts_without_a_head_is_the_one_pass_synthesis(engine, monkeypatch
     one_pass = engine._synthesize(calls[0], engine.prompt("Tester"), engine._options(options))
     assert np.array_equal(wav, one_pass)
     monkeypatch.setattr(engine.config.pipeline, "tts_first_frames", 25)
+    monkeypatch.setattr(engine.config.pipeline, "tts_stream_min_chars", 13)  # "Hello there." is shorter: one pass
+    assert np.array_equal(engine.tts("Hello there.", "Tester", options=options).wav, one_pass)
+    monkeypatch.setattr(engine.config.pipeline, "tts_stream_min_chars", 0)
     streamed = engine.tts("Hello there.", "Tester", options=options).wav
     if len(calls[0]) > 25:  # continued in a second chunk: near the one pass, not the same samples
         assert streamed.size == one_pass.size and not np.array_equal(streamed, one_pass)
