@@ -512,34 +512,28 @@ class Engine:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
             stream = model.stream_speak(chunk, chunk_sampling)
-            if i == 0 and p.tts_first_frames > 0 and len(chunk) >= p.tts_stream_min_chars:  # the first audio after the first units
-                voice_out = self._utterance(prompt, options, seed_offset=i, clock=clock)
-                units: list[int] = []
-                pushed = False
-                while True:
-                    with clock.stage("semantic"):
-                        got = next(stream, None)
-                    if got is None:
-                        break
-                    units.extend(got)
-                    if not pushed and len(units) >= p.tts_first_frames:
-                        yield from out(voice_out.push(self._checked_units(units)))
-                        units, pushed = [], True
-                if not pushed and not units:
-                    warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
-                    continue
-                if progress:
-                    progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
+            streamed = i == 0 and p.tts_first_frames > 0 and len(chunk) >= p.tts_stream_min_chars  # audio after the first units
+            voice_out = self._utterance(prompt, options, seed_offset=i, clock=clock) if streamed else None
+            units: list[int] = []  # not yet synthesised
+            pushed = False
+            while True:
+                with clock.stage("semantic"):
+                    got = next(stream, None)
+                if got is None:
+                    break
+                units.extend(got)
+                if voice_out is not None and not pushed and len(units) >= p.tts_first_frames:
+                    yield from out(voice_out.push(self._checked_units(units)))
+                    units, pushed = [], True
+            if not pushed and not units:
+                warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
+                continue
+            if progress:
+                progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
+            if voice_out is not None:  # the rest of the chunk continues its head
                 yield from out(voice_out.push(self._checked_units(units)))
                 yield from out(voice_out.finish())
             else:
-                with clock.stage("semantic"):
-                    units = [u for got in stream for u in got]
-                if not units:
-                    warnings.append(f"no speech units for sentence {i + 1}: {chunk!r}")
-                    continue
-                if progress:
-                    progress((i + 0.5) / len(chunks), f"sentence {i + 1}/{len(chunks)}: voice")
                 yield from out(self._synthesize(units, prompt, options, seed_offset=i, clock=clock), new_segment=spoken > 0)
             spoken += 1
         tail = joiner.finish()

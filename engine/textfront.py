@@ -488,42 +488,30 @@ def crossfade_join(
     parts = [p for p in parts if p.size]
     if not parts:
         return np.zeros(0, dtype=np.float32)
-    fade = max(int(round(sample_rate * fade_ms / 1000)), 0)
     pause = max(int(round(sample_rate * pause_ms / 1000)), 0)
-
-    def ramps(n: int) -> tuple[np.ndarray, np.ndarray]:
-        return fade_ramps(n, curve)
-
-    if pause:
-        out: list[np.ndarray] = []
-        for i, part in enumerate(parts):
-            part = part.copy()
-            n = min(fade, part.size // 2)
-            if n:
-                fade_out, fade_in = ramps(n)
-                if i > 0:
-                    part[:n] *= fade_in
-                if i < len(parts) - 1:
-                    part[-n:] *= fade_out
-            out.append(part)
+    if not pause:  # each chunk a segment of its own, cross-faded into the previous ones
+        stream = CrossfadeStream(sample_rate, fade_ms, curve)
+        return np.concatenate([stream.add(part, new_segment=True) for part in parts] + [stream.finish()])
+    fade = max(int(round(sample_rate * fade_ms / 1000)), 0)
+    out: list[np.ndarray] = []
+    for i, part in enumerate(parts):
+        part = part.copy()
+        n = min(fade, part.size // 2)
+        if n:
+            fade_out, fade_in = fade_ramps(n, curve)
+            if i > 0:
+                part[:n] *= fade_in
             if i < len(parts) - 1:
-                out.append(np.zeros(pause, dtype=np.float32))
-        return np.concatenate(out)
-
-    result = parts[0]
-    for nxt in parts[1:]:
-        n = min(fade, result.size // 2, nxt.size // 2)
-        if n == 0:
-            result = np.concatenate([result, nxt])
-            continue
-        fade_out, fade_in = ramps(n)
-        mixed = result[-n:] * fade_out + nxt[:n] * fade_in
-        result = np.concatenate([result[:-n], mixed, nxt[n:]])
-    return result.astype(np.float32, copy=False)
+                part[-n:] *= fade_out
+        out.append(part)
+        if i < len(parts) - 1:
+            out.append(np.zeros(pause, dtype=np.float32))
+    return np.concatenate(out)
 
 
 class CrossfadeStream:
-    """``crossfade_join`` (no pause, equal power) for audio that arrives piece by piece.
+    """``crossfade_join`` without a pause, for audio that arrives piece by piece (``crossfade_join``
+    itself runs on it, each chunk a segment).
 
     ``add(piece)`` continues the current segment seamlessly; ``add(piece, new_segment=True)``
     starts a segment that cross-fades with what came before. Each call returns the samples that
@@ -531,8 +519,9 @@ class CrossfadeStream:
     this way, segments give exactly ``crossfade_join``'s output when each segment's first piece
     holds at least two fades of samples (the fade is capped by the first piece, not the segment)."""
 
-    def __init__(self, sample_rate: int = 16000, fade_ms: float = 30.0):
+    def __init__(self, sample_rate: int = 16000, fade_ms: float = 30.0, curve: str = "equal_power"):
         self.fade = max(int(round(sample_rate * fade_ms / 1000)), 0)
+        self.curve = curve
         self.held = np.zeros(0, dtype=np.float32)  # newest samples, not final yet [<= fade]
         self.total = 0  # samples joined so far (handed out + held)
 
@@ -542,7 +531,7 @@ class CrossfadeStream:
             return np.zeros(0, dtype=np.float32)
         n = min(self.fade, self.total // 2, piece.size // 2) if new_segment else 0
         if n:
-            fade_out, fade_in = fade_ramps(n)
+            fade_out, fade_in = fade_ramps(n, self.curve)
             joined = np.concatenate([self.held[:-n], self.held[-n:] * fade_out + piece[:n] * fade_in, piece[n:]])
         else:
             joined = np.concatenate([self.held, piece])

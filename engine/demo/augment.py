@@ -88,6 +88,8 @@ def _link(src: Path, dst: Path) -> None:
 
 def augment_corpus(cfg: AugmentConfig, log: Callable[[str], None] = print) -> AugmentReport:
     """Write the augmented corpus into ``cfg.out`` (resumable); returns what was done."""
+    from tqdm import tqdm
+
     from engine.train.extract import read_corpus_rows, select_split
 
     src, out = Path(cfg.corpus), Path(cfg.out)
@@ -108,7 +110,7 @@ def augment_corpus(cfg: AugmentConfig, log: Callable[[str], None] = print) -> Au
         _link(src / r["path"], out / r["path"])
     new_rows: list[dict] = []
     todo = [(r, s) for r in train for s in speeds]
-    bar = _progress(len(todo), cfg.progress)
+    bar = tqdm(total=len(todo), unit="utt", desc="speed-perturbed copies", disable=not cfg.progress)
     for r, s in todo:
         tag = speed_tag(s)
         voice = f"{r['voice']}-{tag}"
@@ -133,33 +135,18 @@ def augment_corpus(cfg: AugmentConfig, log: Callable[[str], None] = print) -> Au
             report.failures.append({"id": uid, "error": f"{type(exc).__name__}: {exc}"})
             continue
         finally:
-            bar(1)
+            bar.update(1)
         row = {k: r[k] for k in MANIFEST_FIELDS if k in r}
         row.update(id=uid, path=path, voice=voice, speaker=f"{r['speaker']}-{tag}", licence=f"{r['licence']}; speed-perturbed copy (x{s:g})",
                    duration=round(duration, 3), split="train", heldout_voice=False, heldout_sentence=False, augmented_from=r["id"], speed=s)
         new_rows.append(row)
         report.seconds[voice] = report.seconds.get(voice, 0.0) + duration
-    bar(0, close=True)
+    bar.close()
     _write_manifest(out, rows, new_rows)
     _write_summary(src, out, speeds, rows, new_rows)
     report.wall_seconds = time.perf_counter() - t0
     log(format_augment_report(report))
     return report
-
-
-def _progress(total: int, enabled: bool) -> Callable[..., None]:
-    if not enabled:
-        return lambda n, close=False: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="utt", desc="speed-perturbed copies")
-
-    def step(n: int, close: bool = False) -> None:
-        bar.update(n)
-        if close:
-            bar.close()
-
-    return step
 
 
 def _write_manifest(out: Path, rows: Sequence[dict], new_rows: Sequence[dict]) -> None:

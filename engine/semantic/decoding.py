@@ -211,7 +211,7 @@ class StaticDecoder(nn.Module):
             allowed = (~mask).nonzero().flatten()
             # only the allowed rows of the output layer, where that saves work (a speech span in a real
             # vocabulary) and nothing hooks the layer's output (hooks see the full logits, as before)
-            plain = type(head) is nn.Linear and not head._forward_hooks and not head._forward_pre_hooks
+            plain = type(head) is nn.Linear and _unhooked(head)
             if plain and allowed.numel() * 4 < mask.shape[0] * 3 and head.weight.shape[0] == mask.shape[0]:
                 plan.allowed = allowed
                 plan.head_weight = head.weight.detach()[allowed].contiguous()
@@ -399,15 +399,20 @@ class FusedLayers:
         return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
+def _unhooked(m: nn.Module) -> bool:
+    """Nothing hooks the module's calls (a path that skips calling it changes nothing observable)."""
+    return not m._forward_hooks and not m._forward_pre_hooks
+
+
 def fuse_layers(model: nn.Module) -> FusedLayers | None:
     """Fused weight copies of a LLaMA-family model's layers, or None where any projection is not a
     plain bias-free ``nn.Linear`` (4-bit layers, adapters, hooks) or a norm is not LLaMA's RMS norm."""
 
     def plain(m: nn.Module) -> bool:
-        return type(m) is nn.Linear and m.bias is None and not m._forward_hooks and not m._forward_pre_hooks
+        return type(m) is nn.Linear and m.bias is None and _unhooked(m)
 
     def rms(m: nn.Module) -> bool:
-        return type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon") and not m._forward_hooks and not m._forward_pre_hooks
+        return type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon") and _unhooked(m)
 
     norms = [model.model.norm]
     layers = []
