@@ -252,6 +252,27 @@ def test_build_testset_demo_tts_and_voice_references(corpus, tmp_path, capsys):
     assert all(Path(path).is_file() for _, path in refs.values())
 
 
+def test_build_testset_demo_self_converts_into_the_own_voice(corpus, tmp_path, capsys):
+    """`--task self`: the tts set's recordings as VC sources, each into its own voice (same prompts as
+    the tts set: the perceptual model's ceiling on the same items)."""
+    from engine.cli import main as cli
+
+    assert cli(["eval", "build-testset", "demo", "--task", "self", "--corpus", str(corpus), "--out", str(tmp_path / "s")]) == 0
+    assert cli(["eval", "build-testset", "demo", "--task", "tts", "--corpus", str(corpus), "--out", str(tmp_path / "t")]) == 0
+    capsys.readouterr()
+    selfs = read_manifest(tmp_path / "s" / "manifest.jsonl", "vc")
+    tts = {it.id: it for it in read_manifest(tmp_path / "t" / "manifest.jsonl", "tts")}
+    assert selfs and len(selfs) == len(tts)
+    for it in selfs:
+        twin = tts[it.id.removesuffix("-self")]
+        assert it.speaker == it.source_speaker == twin.speaker and it.text == twin.text
+        assert Path(it.source).resolve() == Path(twin.reference).resolve()
+        assert Path(it.prompt).read_bytes() == Path(twin.prompt).read_bytes()
+    with pytest.raises(SystemExit):
+        cli(["eval", "build-testset", "demo", "--task", "asr", "--corpus", str(corpus), "--out", str(tmp_path / "x")])
+    capsys.readouterr()
+
+
 def test_other_chain_path_serves_the_second_chain(tmp_path):
     from engine.codec import Codec
     from engine.errors import EngineError

@@ -7,7 +7,7 @@
     python -m engine eval phonemes --profile demo --corpus DIR [--out DIR]
     python -m engine eval build-testset librispeech --root LibriSpeech/test-clean --out DIR
     python -m engine eval build-testset vctk --root VCTK-Corpus-0.92 --out DIR
-    python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR [--task tts]
+    python -m engine eval build-testset demo --corpus data/demo_corpus --out DIR [--task tts|self]
 """
 
 from __future__ import annotations
@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--root", "--corpus", dest="root", required=True,
                    help="the corpus folder (LibriSpeech split, VCTK root, or a `python -m engine demo corpus` folder)")
     b.add_argument("--out", required=True, help="folder for manifest.jsonl and the prompt crops")
-    b.add_argument("--task", choices=["tts", "vc"], default=None, help="default: librispeech -> tts, vctk -> vc, demo -> vc")
+    b.add_argument("--task", choices=["tts", "vc", "self"], default=None,
+                   help="default: librispeech -> tts, vctk -> vc, demo -> vc; self (demo only): conversion of held-out "
+                        "speech into its own voice, the perceptual model's ceiling (an eval vc manifest)")
     b.add_argument("--speakers", type=int, default=None, help="speakers to sample (default: 40 for LibriSpeech, all for VCTK)")
     b.add_argument("--per-speaker", "--per-voice", dest="per_speaker", type=int, default=None,
                    help="items per speaker (0 = every 4-10 s utterance; default 1), demo: per held-out source voice (default 20)")

@@ -292,14 +292,17 @@ def build_demo_testset(
     voice's utterances of another sentence.
     ``tts``: per held-out voice, up to ``per_voice`` held-out sentences it reads are the texts (its
     recording is the ground truth) and the prompt is a crop of the same voice reading another sentence.
+    ``self``: voice conversion of each such recording into its *own* voice (the prompt as for ``tts``):
+    the perceptual model's reconstruction ceiling, RVQ-1 units of real speech and the right voice in,
+    so that its WER and SIM bound what conversion and TTS through it can reach.
     Both write ``references.jsonl``: one whole utterance of every voice of the corpus (training voices
     too; for a held-out voice one that no item uses), for the voice-ID score. No training row is used
     as an item or prompt. Deterministic in ``seed``.
     """
     from engine.train.extract import corpus_manifest_path, read_corpus_rows
 
-    if task not in ("tts", "vc"):
-        raise EngineError(f"unknown task {task!r}; use tts or vc")
+    if task not in ("tts", "vc", "self"):
+        raise EngineError(f"unknown task {task!r}; use tts, vc or self")
     path = corpus_manifest_path(corpus)
     base = path.parent
     every = read_corpus_rows(path)
@@ -325,18 +328,18 @@ def build_demo_testset(
         if not targets:
             continue
         sources = [r for r in by_voice[voice] if r["heldout_sentence"] and min_seconds <= float(r["duration"]) <= max_seconds]
-        rng = random.Random(f"{seed}-{voice}" if task == "vc" else f"{seed}-tts-{voice}")
+        rng = random.Random(f"{seed}-{voice}" if task == "vc" else f"{seed}-tts-{voice}")  # self: the tts draw
         rng.shuffle(sources)
         for k, src in enumerate(sources[: per_voice if per_voice > 0 else len(sources)]):
             target = targets[k % len(targets)]
             prompts = [r for r in by_voice[target] if r["sentence_id"] != src["sentence_id"] and float(r["duration"]) >= prompt_seconds]
             if not prompts:
                 continue
-            item_id = f"{src['id']}-to-{target}" if task == "vc" else str(src["id"])
+            item_id = {"vc": f"{src['id']}-to-{target}", "self": f"{src['id']}-self"}.get(task, str(src["id"]))
             chosen = rng.choice(prompts)
             used.update((str(src["id"]), str(chosen["id"])))
             prompt = _crop_prompt(utterance(chosen), out_dir / "prompts" / f"{item_id}.wav", rng, prompt_seconds)
-            if task == "vc":
+            if task in ("vc", "self"):
                 items.append(EvalItem(item_id, str(prompt), text=src["text"], source=str(utterance(src).path),
                                       speaker=target, source_speaker=voice))
             else:
