@@ -112,6 +112,60 @@ def test_fused_layers_give_the_module_path_logits():
         handle.remove()
 
 
+def _halved(model):
+    """The model's weights rounded to float16 values, kept in float32 (a float16 checkpoint on a CPU)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.float16).float())
+    return model
+
+
+def test_float16_projections_only_where_the_weights_are_float16_values():
+    """half_matmul auto: float16 copies of the fused projections (and the slot's output rows) when
+    every weight is exactly a float16 value; the hidden states stay within float16 rounding of the
+    float32 path, the projections of a prefill run widened, the residual stream stays float32."""
+    vocab = 500
+    assert not StaticDecoder(tiny_llama(vocab, seed=3).eval(), max_len=64).fused.half  # random float32 weights: no
+    model = _halved(tiny_llama(vocab, seed=3).eval())
+    half, full = StaticDecoder(model, max_len=256), StaticDecoder(model, max_len=256, half=False)
+    assert half.fused.half and half.fused.layers[0].qkv.dtype == torch.float16 and not full.fused.half
+    assert StaticDecoder(model, max_len=64, fuse=False).fused is None  # the module path is never halved
+    ids = [1, 5, 9, 200, 33, 48, 7, 7, 300]
+    hidden = []
+    with torch.inference_mode():
+        for dec in (half, full):
+            dec.reset(GREEDY, eos_id=2, vocab=vocab)
+            dec.start(ids[:4])
+            states = [dec.hidden]
+            for token in ids[4:]:
+                dec.feed([token])
+                states.append(dec.hidden)
+            hidden.append(torch.stack(states))
+    assert hidden[0].dtype == torch.float32
+    torch.testing.assert_close(hidden[0], hidden[1], atol=2e-2, rtol=2e-2)
+    assert not torch.equal(hidden[0], hidden[1])  # the float16 products did run
+    plan = _plan(half, vocab, list(range(100, 300)), [400])
+    assert plan.head_weight.dtype == torch.float16
+    half.reset(GREEDY, eos_id=2, vocab=vocab)
+    full.reset(GREEDY, eos_id=2, vocab=vocab)
+    half.start(ids)
+    full.start(ids)
+    a = list(half.sample(plan, 20))
+    b = list(full.sample(_plan(full, vocab, list(range(100, 300)), [400]), 20))
+    assert len(a) == len(b) == 20 and sum(x == y for x, y in zip(a, b)) >= 15  # greedy paths agree but for near-ties
+
+
+def test_half_matmul_setting_reaches_the_decoder():
+    from engine.semantic.decoding import make_decoder
+
+    model = _halved(tiny_llama(50))
+    assert make_decoder("auto", model, 64, "off", 1, "auto", "auto").fused.half
+    assert not make_decoder("auto", model, 64, "off", 1, "auto", "off").fused.half
+    assert make_decoder("auto", tiny_llama(50), 64, "off", 1, "auto", "on").fused.half  # forced
+    with pytest.raises(ValueError, match="semantic.half_matmul"):
+        make_decoder("auto", model, 64, "off", 1, "auto", "maybe")
+
+
 def test_sampling_distribution_is_the_eager_one():
     """Temperature, top-p and the repetition penalty shape the static decoder's draws exactly as the
     eager loop's: the frequencies of both match the filtered probabilities."""

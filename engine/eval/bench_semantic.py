@@ -38,6 +38,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=["auto", "static", "eager"], default=None, help="override semantic.decoder")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default=None, help="override semantic.compile")
     parser.add_argument("--fuse", choices=["auto", "on", "off"], default=None, help="override semantic.fuse (fused layer weights)")
+    parser.add_argument("--half-matmul", choices=["auto", "on", "off"], default=None,
+                        help="override semantic.half_matmul (fused layers' projections in float16)")
 
 
 def random_checkpoint(arch: str, family: str, folder: str) -> str:
@@ -77,6 +79,8 @@ def run(args: argparse.Namespace, config) -> int:
         cfg = replace(cfg, compile=args.compile)
     if args.fuse:
         cfg = replace(cfg, fuse=args.fuse)
+    if args.half_matmul:
+        cfg = replace(cfg, half_matmul=args.half_matmul)
     if args.quant:
         cfg = replace(cfg, quant=args.quant)
     if args.dtype:
@@ -119,7 +123,13 @@ def _decoder_label(model) -> str:
     static = model._static
     if model.cfg.decoder == "eager" or static is None:
         return "eager loop"
-    return f"static cache, {'compiled' if static.compiled else 'eager'} step, {'fused' if static.fused is not None else 'module'} layers, host sync every {static.sync_every}"
+    return f"static cache, {'compiled' if static.compiled else 'eager'} step, {_layers_label(static.fused)} layers, host sync every {static.sync_every}"
+
+
+def _layers_label(fused) -> str:
+    if fused is None:
+        return "module"
+    return "fused (float16 projections)" if fused.half else "fused"
 
 
 def _compare(model, args: argparse.Namespace, sampling) -> int:

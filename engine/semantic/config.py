@@ -104,4 +104,7 @@ class SemanticConfig:
     decoder: str = "auto"  # auto | static | eager
     compile: str = "auto"  # torch.compile of the decode step: auto (CUDA, not 4-bit) | on | off
     fuse: str = "auto"  # static decoder on fused weight copies: auto (CPU, models up to 1 B parameters) | on | off
+    # fused float32 layers' projection weights kept in float16 (one-token steps run float16 matrix-vector
+    # products): auto (when every weight is exactly a float16 value, e.g. a float16 checkpoint) | on | off
+    half_matmul: str = "auto"
     sync_every: int = 8  # CUDA: speech tokens sampled on the device between two host syncs

@@ -215,7 +215,8 @@ class SemanticModel:
             held.append(self._static_lock.release)
             size = min(self.cfg.max_context_tokens, -(-positions // 1024) * 1024)  # grows in steps of 1024 positions
             if self._static is None or self._static.max_len < positions:
-                self._static = make_decoder(self.cfg.decoder, self.model, size, self.cfg.compile, self.cfg.sync_every, self.cfg.fuse)
+                self._static = make_decoder(self.cfg.decoder, self.model, size, self.cfg.compile, self.cfg.sync_every, self.cfg.fuse,
+                                             self.cfg.half_matmul)
             if self._static is not None:
                 return self._static.reset(sampling, eos, self.num_embeddings)
             self._eager_only = True  # an architecture the static decoder does not know (logged once)
