@@ -25,6 +25,15 @@ def test_overrides_and_files(tmp_path):
     assert cfg.server.share is True and cfg.pipeline.crossfade_ms == 12.5
 
 
+def test_on_off_switches_survive_yaml_booleans(tmp_path):
+    """YAML 1.1 reads a bare on/off as a boolean: a string switch (auto | on | off) still gets its word."""
+    cfg = load_config("tiny", overrides=["semantic.fuse=off", "semantic.half_matmul=on"])
+    assert cfg.semantic.fuse == "off" and cfg.semantic.half_matmul == "on"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("semantic:\n  fuse: off\n")
+    assert load_config("tiny", extra).semantic.fuse == "off"
+
+
 def test_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="unknown profile"):
         load_config("nope")
