@@ -86,6 +86,18 @@ def test_static_decoder_logits_match_the_model():
     torch.testing.assert_close(torch.stack(got), want[3:], atol=1e-5, rtol=1e-5)
 
 
+def _hidden_states(dec: StaticDecoder, vocab: int, ids: list[int], prefill: int) -> torch.Tensor:
+    """Final hidden states [len(ids) - prefill + 1, D]: a prefill of ``ids[:prefill]``, then one step per id."""
+    with torch.inference_mode():
+        dec.reset(GREEDY, eos_id=2, vocab=vocab)
+        dec.start(ids[:prefill])
+        states = [dec.hidden]
+        for token in ids[prefill:]:
+            dec.feed([token])
+            states.append(dec.hidden)
+    return torch.stack(states)
+
+
 def test_fused_layers_give_the_module_path_logits():
     """On a CPU the layers run on fused weights (q/k/v in one projection, gate/up in one, one-call
     norms): the module path's hidden states; a hooked projection keeps the module path."""
@@ -94,16 +106,7 @@ def test_fused_layers_give_the_module_path_logits():
     plain = StaticDecoder(model, max_len=256, fuse=False)
     assert fused.fused is not None and plain.fused is None
     ids = [1, 5, 9, 200, 33, 48, 7]
-    hidden = []
-    with torch.inference_mode():
-        for dec in (fused, plain):
-            dec.reset(GREEDY, eos_id=2, vocab=vocab)
-            dec.start(ids[:3])
-            states = [dec.hidden]
-            for token in ids[3:]:
-                dec.feed([token])
-                states.append(dec.hidden)
-            hidden.append(torch.stack(states))
+    hidden = [_hidden_states(dec, vocab, ids, prefill=3) for dec in (fused, plain)]
     torch.testing.assert_close(hidden[0], hidden[1], atol=1e-5, rtol=1e-5)
     handle = model.model.layers[0].mlp.up_proj.register_forward_hook(lambda *a: None)
     try:
@@ -131,16 +134,7 @@ def test_float16_projections_only_where_the_weights_are_float16_values():
     assert half.fused.half and half.fused.layers[0].qkv.dtype == torch.float16 and not full.fused.half
     assert StaticDecoder(model, max_len=64, fuse=False).fused is None  # the module path is never halved
     ids = [1, 5, 9, 200, 33, 48, 7, 7, 300]
-    hidden = []
-    with torch.inference_mode():
-        for dec in (half, full):
-            dec.reset(GREEDY, eos_id=2, vocab=vocab)
-            dec.start(ids[:4])
-            states = [dec.hidden]
-            for token in ids[4:]:
-                dec.feed([token])
-                states.append(dec.hidden)
-            hidden.append(torch.stack(states))
+    hidden = [_hidden_states(dec, vocab, ids, prefill=4) for dec in (half, full)]
     assert hidden[0].dtype == torch.float32
     torch.testing.assert_close(hidden[0], hidden[1], atol=2e-2, rtol=2e-2)
     assert not torch.equal(hidden[0], hidden[1])  # the float16 products did run
