@@ -187,11 +187,20 @@ class StaticDecoder(nn.Module):
         self.fused = fuse_layers(model) if fuse else None
         if self.fused is not None and self.dtype == torch.float32 and (half or (half is None and self.fused.exactly_half())):
             self.fused.to_half()
+        self.rot: Tensor | None = None  # [max_len, 1, dh / 2] complex RoPE factors (fused float32 layers)
+        if self.fused is not None and self.dtype == torch.float32 and _pairs_share_angles(self.cos, self.sin):
+            self.fused.interleave_rope(self.heads, self.kv_heads, self.head_dim)
+            h = self.head_dim // 2
+            self.rot = torch.complex(self.cos[:, :h].float(), self.sin[:, :h].float())[:, None]
+        embed = model.model.embed_tokens
+        plain_embed = type(embed) is nn.Embedding and _unhooked(embed)
+        self._one = OneStep.build(self.fused, self.heads * self.head_dim) if self.rot is not None and plain_embed else None
         self.compiled = compile
         self._step = torch.compile(self._decode_one, mode=mode, fullgraph=True, dynamic=False) if compile else self._decode_one
         self.pos = 0
         self.hidden: Tensor | None = None  # final-norm hidden state of the last fed position [D]
         self.counts: Tensor | None = None  # occurrences of each id in the sequence so far [V]
+        self._one_count = torch.ones(1, dtype=torch.int32, device=self.device)
         self._plans: dict[tuple, SlotPlan] = {}
         self.sampling = SamplingConfig()
         self.gen: torch.Generator | None = None
@@ -266,10 +275,17 @@ class StaticDecoder(nn.Module):
         assert fl is not None
         qk = (self.heads + self.kv_heads) * self.head_dim
         cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # [1, n, 1, dh]: broadcast over the heads of q and k together
+        rot = None
+        if fl.complex_rope:  # q and k rows interleaved in pairs: RoPE is one complex product
+            assert self.rot is not None
+            rot = self.rot[start : start + n] if isinstance(start, int) else self.rot[start]  # [n, 1, dh / 2]
         for i, f in enumerate(fl.layers):
             out = project(fl.norm(x, f.input_norm), f.qkv)  # [1, n, (H + 2 KV) dh]: q, k, v
             both = out[..., :qk].view(1, n, -1, self.head_dim)  # q and k heads, rotated together
-            both = both * cos + _rotate_half(both) * sin
+            if rot is not None:
+                both = torch.view_as_real(torch.view_as_complex(both.unflatten(-1, (-1, 2))) * rot).flatten(-2)
+            else:
+                both = both * cos + _rotate_half(both) * sin
             q = both[:, :, : self.heads].transpose(1, 2)
             k = both[:, :, self.heads :].transpose(1, 2)
             v = out[..., qk:].view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -291,6 +307,10 @@ class StaticDecoder(nn.Module):
         start, end = self.pos, self.pos + n
         if end > self.max_len:
             raise ValueError(f"the reply needs {end} positions but the decoder's cache holds {self.max_len}")
+        if n == 1 and self._one is not None:
+            hidden = self._one_token(ids, start)
+            self.pos = end
+            return hidden
         x = self.lm.model.embed_tokens(ids.view(1, n))
         cos, sin = self.cos[start:end][None, None], self.sin[start:end][None, None]
         attn_mask = None
@@ -299,6 +319,29 @@ class StaticDecoder(nn.Module):
         hidden = self._layers(x, start, n, cos, sin, attn_mask, end)[0, -1]
         self.pos = end
         return hidden
+
+    def _one_token(self, token: Tensor, pos: int) -> Tensor:
+        """``_fused_layers`` for one token [1] at position ``pos`` on vectors [D], in as few operations as
+        the arithmetic allows (a CPU step of a small model is bound by the number of calls): RMS norms from
+        one dot product, RoPE as one complex product, float16 operands written in place -> hidden [D]."""
+        one, fl = self._one, self.fused
+        assert one is not None and fl is not None
+        heads, kv, dh = self.heads, self.kv_heads, self.head_dim
+        qk = (heads + kv) * dh
+        x = F.embedding(token, self.lm.model.embed_tokens.weight).view(-1)  # [D] float32
+        rot = self.rot[pos]  # [1, dh / 2]
+        end = pos + 1
+        for i, f in enumerate(fl.layers):
+            out = one.project(one.norm(x, one.input_norms[i], one.normed), f.qkv)  # [(H + 2 KV) dh]
+            both = torch.view_as_real(torch.view_as_complex(out[:qk].view(heads + kv, dh // 2, 2)) * rot).view(heads + kv, dh)
+            self.k_cache[i, 0, :, pos] = both[heads:]
+            self.v_cache[i, 0, :, pos] = out[qk:].view(kv, dh)
+            att = F.scaled_dot_product_attention(both[:heads].view(1, heads, 1, dh), self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end],
+                                                 scale=f.scale, enable_gqa=kv != heads)  # [1, H, 1, dh]
+            x = x + one.project(one.cast(att.view(-1), one.attended), f.o)
+            gate_up = one.project(one.norm(x, one.post_norms[i], one.normed), f.gate_up)  # [2 F]
+            x = x + one.project(one.gated(f.act, gate_up), f.down)
+        return one.norm(x, one.final_norm, None)
 
     # -------------------------------------------------------------- decoder interface
     @torch.inference_mode()
@@ -316,7 +359,7 @@ class StaticDecoder(nn.Module):
 
     def _step_token(self, token: Tensor) -> None:
         """Feed one sampled token (a device tensor [1]) without a host sync."""
-        self.counts.index_add_(0, token, torch.ones(1, dtype=torch.int32, device=self.device))
+        self.counts.index_add_(0, token, self._one_count)
         if self.compiled:
             if self.pos >= self.max_len:
                 raise ValueError(f"the reply needs more than the decoder's {self.max_len} cache positions")
@@ -342,16 +385,24 @@ class StaticDecoder(nn.Module):
             logits = self.lm.get_output_embeddings()(h).float().masked_fill(plan.mask, float("-inf"))
             present = self.counts > 0
         logits = penalize(logits, present, s.repetition_penalty)
-        if s.temperature <= 0:
+        if s.temperature <= 0 or s.top_p <= 0:  # greedy (top-p 0 keeps the most likely token alone)
             index = logits.argmax().view(1)
-        else:  # exponential race: argmax p_i / E_i with E_i ~ Exp(1) picks i with probability p_i
-            probs = filtered_probs(logits, s)
-            race = torch.empty_like(probs).exponential_(1.0, generator=self.gen)
-            index = (probs / race).argmax().view(1)
+        else:
+            index = self._race(torch.softmax(logits / s.temperature, dim=-1), s.top_p)
         token = plan.allowed[index] if plan.allowed is not None else index
         if plan.eos_to is not None and self.eos_id is not None and self.eos_id not in plan.stops:
             token = torch.where(token == self.eos_id, torch.full_like(token, plan.eos_to), token)
         return token
+
+    def _race(self, probs: Tensor, top_p: float) -> Tensor:
+        """An index [1] drawn from probs [A] after top-p filtering (``filtered_probs``'s distribution) by an
+        exponential race: argmax p_i / E_i with E_i ~ Exp(1) picks i with probability p_i / sum(p), so
+        the kept probabilities need no renormalising, and with top-p the race runs in sorted order."""
+        if top_p >= 1.0:
+            return (probs / torch.empty_like(probs).exponential_(1.0, generator=self.gen)).argmax().view(1)
+        ranked, order = probs.sort(descending=True)
+        kept = ranked * ((ranked.cumsum(0) - ranked) < top_p)  # the first always stays (0 < top_p)
+        return order[(kept / torch.empty_like(kept).exponential_(1.0, generator=self.gen)).argmax()].view(1)
 
     @torch.inference_mode()
     def sample(self, plan: SlotPlan, limit: int) -> Iterator[int]:
@@ -403,6 +454,7 @@ class FusedLayers:
     final_norm: Tensor
     eps: float
     half: bool = False  # the projection weights are float16 copies (see ``to_half``)
+    complex_rope: bool = False  # q and k rows interleaved in rotary pairs (see ``interleave_rope``)
 
     def norm(self, x: Tensor, weight: Tensor) -> Tensor:
         """LLaMA RMS norm (float32 inside, weight applied in the input's dtype) in one fused call."""
@@ -418,10 +470,69 @@ class FusedLayers:
         self.half = True
         return self
 
+    def interleave_rope(self, heads: int, kv_heads: int, head_dim: int) -> "FusedLayers":
+        """Reorder the q and k rows of every head so that each rotary pair (i, i + dh / 2) sits side by
+        side: RoPE is then one complex product per position. q and k move alike, so every score q . k is
+        unchanged; only the layout of the (fused path's own) key cache differs."""
+        half = head_dim // 2
+        pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()  # 0, h, 1, h + 1, ...
+        rows = (torch.arange(heads + kv_heads)[:, None] * head_dim + pairs).flatten()
+        for f in self.layers:
+            f.qkv = torch.cat([f.qkv[rows.to(f.qkv.device)], f.qkv[(heads + kv_heads) * head_dim :]]).contiguous()
+        self.complex_rope = True
+        return self
+
     def exactly_half(self) -> bool:
         """Every projection weight is a float16 value (a checkpoint stored in float16 and loaded in
         float32): float16 copies then lose nothing."""
         return all(torch.equal(w, w.to(torch.float16).to(w.dtype)) for f in self.layers for w in (f.qkv, f.o, f.gate_up, f.down))
+
+
+@dataclass
+class OneStep:
+    """What the one-token path of fused float32 layers (``StaticDecoder._one_token``) precomputes: the
+    RMS norm weights times sqrt(D), so that a norm is ``x * rsqrt(x . x + eps D) * w'`` (the same value
+    as LLaMA's ``w * x * rsqrt(mean(x^2) + eps)``), and, where the projections are float16 copies,
+    float16 buffers their operands are written into (no separate conversion per projection)."""
+
+    input_norms: list[Tensor]  # [D] each
+    post_norms: list[Tensor]
+    final_norm: Tensor
+    eps_d: float  # eps * D
+    ffn: int  # F
+    normed: Tensor | None = None  # [D] float16: a norm's output
+    attended: Tensor | None = None  # [H dh] float16: the attention output
+    hidden: Tensor | None = None  # [F] float16: the MLP's gated hidden state
+
+    @classmethod
+    def build(cls, fl: "FusedLayers", attn_dim: int) -> "OneStep":
+        dim = fl.final_norm.shape[0]
+        root = dim**0.5
+        ffn = fl.layers[0].down.shape[1]
+        one = cls([f.input_norm * root for f in fl.layers], [f.post_norm * root for f in fl.layers], fl.final_norm * root, fl.eps * dim, ffn)
+        if fl.half:
+            device = fl.final_norm.device
+            one.normed, one.attended, one.hidden = (torch.empty(n, dtype=torch.float16, device=device) for n in (dim, attn_dim, ffn))
+        return one
+
+    def norm(self, x: Tensor, weight: Tensor, out: Tensor | None) -> Tensor:
+        """RMS norm of x [D] (float32), written into ``out`` (float16) when given."""
+        scaled = x * torch.rsqrt(torch.dot(x, x) + self.eps_d)
+        return scaled * weight if out is None else torch.mul(scaled, weight, out=out)
+
+    @staticmethod
+    def cast(x: Tensor, out: Tensor | None) -> Tensor:
+        return x if out is None else out.copy_(x)
+
+    def gated(self, act, gate_up: Tensor) -> Tensor:
+        """The MLP's act(gate) * up from gate_up [2 F] -> [F] (into the float16 buffer where there is one)."""
+        gate, up = gate_up[: self.ffn], gate_up[self.ffn :]
+        return act(gate) * up if self.hidden is None else torch.mul(act(gate), up, out=self.hidden)
+
+    @staticmethod
+    def project(x: Tensor, weight: Tensor) -> Tensor:
+        """weight [O, I] @ x [I] (float16 operands where the weight is a float16 copy) -> [O] float32."""
+        return torch.mv(weight, x) if weight.dtype == x.dtype == torch.float32 else torch.mv(weight, x).float()
 
 
 def project(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -470,6 +581,13 @@ def fuse_layers(model: nn.Module) -> FusedLayers | None:
     if not rms(model.model.norm) or len({float(n.variance_epsilon) for n in norms}) != 1:
         return None
     return FusedLayers(layers, model.model.norm.weight.detach(), float(model.model.norm.variance_epsilon))
+
+
+def _pairs_share_angles(cos: Tensor, sin: Tensor) -> bool:
+    """LLaMA's RoPE tables [L, dh] repeat one angle per rotary pair (i, i + dh / 2): then the rotation
+    is a complex product of the pairs."""
+    half = cos.shape[-1] // 2
+    return cos.shape[-1] % 2 == 0 and torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])
 
 
 def _rotate_half(x: Tensor) -> Tensor:
