@@ -90,6 +90,26 @@ def test_writer_streams_what_it_writes_and_sees_the_history(writer_dir):
     assert short.write([], "hello") == "Paris is big."  # max_new_tokens caps the reply
 
 
+def test_writer_decodes_on_the_static_decoder_and_a_concurrent_reply_eagerly(writer_dir):
+    """The writer runs on the static decoder (fused layers, float16 projections and output rows of the
+    whole vocabulary: semantic.writer.half_matmul on) with the eager loop's text; a second reply while
+    the first is being written decodes eagerly, to the same text."""
+    cfg = ReplyWriterConfig(max_new_tokens=20, max_sentences=0, system_prompt="Be brief.")
+    static = rw.ReplyWriter.from_spec(str(writer_dir), cfg)
+    eager = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=20, max_sentences=0, system_prompt="Be brief.", decoder="eager"))
+    want = eager.write([], "hello")
+    first = static.stream([], "hello")
+    head = next(first)  # the static decoder is lent to this reply now
+    assert static._slot.lock.locked() and static.write([], "hello") == want  # a concurrent reply: eager
+    assert head + "".join(first) == want and not static._slot.lock.locked()
+    dec = static._slot.static
+    assert dec is not None and dec.fused is not None and dec.fused.half and eager._slot.static is None
+    plan = next(iter(dec._plans.values()))
+    assert plan.head_weight.dtype == torch.float16 and plan.head_weight.shape[0] == static.vocab
+    fp32 = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=20, max_sentences=0, system_prompt="Be brief.", half_matmul="off"))
+    assert fp32.write([], "hello") == want and not fp32._slot.static.fused.half
+
+
 def test_chat_chain_order(engine, monkeypatch):
     """Transcript from the semantic model's ASR, reply text from the writer, reply units from the
     semantic model's TTS of that reply text, sentence by sentence; audio before the reply ends."""

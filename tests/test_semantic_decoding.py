@@ -227,7 +227,7 @@ def test_overlapping_replies_do_not_share_the_static_cache():
     during = model.speak("another one", GREEDY)
     rest = [u for chunk in stream_a for u in chunk]
     assert head + rest == alone_a and during == alone_b
-    assert model.speak("another one", GREEDY) == alone_b and not model._static_lock.locked()
+    assert model.speak("another one", GREEDY) == alone_b and not model._slot.lock.locked()
 
 
 def test_other_architectures_use_the_eager_loop():

@@ -41,6 +41,11 @@ class ReplyWriterConfig:
     top_p: float = 1.0
     repetition_penalty: float = 1.2  # DESIGN.md: ~1.3 keeps it from looping; 1.2 gave more correct answers (docs/demo.md)
     history_turns: int = 4  # past turns (transcript, reply text) the writer sees
+    decoder: str = "auto"  # auto (the static decoder where it runs the model) | static | eager, as semantic.decoder
+    # float16 copies of the projections and output rows on a CPU (auto | on | off, as semantic.half_matmul).
+    # "on": SmolLM2 comes from a 4-bit GGUF, whose quantisation error is far above float16's rounding
+    # (2^-11), and a token streams half the bytes (docs/semantic.md, measured)
+    half_matmul: str = "on"
 
 
 TASKS = ("chat", "tts", "asr")

@@ -22,6 +22,7 @@ draws differ: the static decoder samples on the device by an exponential race).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,7 +34,7 @@ from engine.semantic.config import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SlotPlan", "EagerDecoder", "StaticDecoder", "sample_next", "filtered_probs", "supports_static", "make_decoder"]
+__all__ = ["SlotPlan", "EagerDecoder", "StaticDecoder", "DecoderSlot", "sample_next", "filtered_probs", "supports_static", "make_decoder"]
 
 
 # ------------------------------------------------------------------------------ sampling maths
@@ -187,6 +188,7 @@ class StaticDecoder(nn.Module):
         self.fused = fuse_layers(model) if fuse else None
         if self.fused is not None and self.dtype == torch.float32 and (half or (half is None and self.fused.exactly_half())):
             self.fused.to_half()
+        self.half_forced = bool(half)  # float16 copies asked for: the output rows too, even where they round
         self.rot: Tensor | None = None  # [max_len, 1, dh / 2] complex RoPE factors (fused float32 layers)
         if self.fused is not None and self.dtype == torch.float32 and _pairs_share_angles(self.cos, self.sin):
             self.fused.interleave_rope(self.heads, self.kv_heads, self.head_dim)
@@ -225,15 +227,18 @@ class StaticDecoder(nn.Module):
             allowed = (~mask).nonzero().flatten()
             # only the allowed rows of the output layer, where that saves work (a speech span in a real
             # vocabulary) and nothing hooks the layer's output (hooks see the full logits, as before)
-            plain = type(head) is nn.Linear and _unhooked(head)
-            if plain and allowed.numel() * 4 < mask.shape[0] * 3 and head.weight.shape[0] == mask.shape[0]:
-                plan.allowed = allowed
-                plan.head_weight = head.weight.detach()[allowed].contiguous()
-                if self.fused is not None and self.fused.half:  # the output rows in float16 too, where they lose nothing
-                    half = plan.head_weight.to(torch.float16)
-                    if torch.equal(half.to(plan.head_weight.dtype), plan.head_weight):
-                        plan.head_weight = half
-                plan.head_bias = None if head.bias is None else head.bias.detach()[allowed].contiguous()
+            # (with float16 layers, the rows in float16 even for the whole vocabulary: half the bytes per token)
+            plain = type(head) is nn.Linear and _unhooked(head) and head.weight.shape[0] == mask.shape[0]
+            restricted = allowed.numel() * 4 < mask.shape[0] * 3
+            if plain and (restricted or (self.fused is not None and self.fused.half)):
+                rows = head.weight.detach()[allowed].contiguous()
+                if self.fused is not None and self.fused.half:  # the output rows in float16 too, where they lose nothing (or asked)
+                    half = rows.to(torch.float16)
+                    if self.half_forced or torch.equal(half.to(rows.dtype), rows):
+                        rows = half
+                if restricted or rows.dtype == torch.float16:
+                    plan.allowed, plan.head_weight = allowed, rows
+                    plan.head_bias = None if head.bias is None else head.bias.detach()[allowed].contiguous()
             self._plans[key] = plan
         return self._plans[key]
 
@@ -593,6 +598,35 @@ def _pairs_share_angles(cos: Tensor, sin: Tensor) -> bool:
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class DecoderSlot:
+    """A model's static decoder, lent to one reply at a time: ``lend`` gives it (built on first use, rebuilt
+    larger when a reply needs more positions) or, while it is lent or where it cannot run the model (or
+    ``kind`` is eager), an ``EagerDecoder``. Settings as ``make_decoder``'s; ``max_len`` caps the cache."""
+
+    def __init__(self, model: nn.Module, kind: str = "auto", compile_mode: str = "off", sync_every: int = 1, fuse_mode: str = "auto",
+                 half_mode: str = "auto", max_len: int | None = None):
+        self.model, self.kind, self.compile_mode, self.sync_every = model, kind, compile_mode, sync_every
+        self.fuse_mode, self.half_mode, self.max_len = fuse_mode, half_mode, max_len
+        self.device = next(model.parameters()).device
+        self.static: StaticDecoder | None = None  # built on first use, reused (cache buffers, compiled step)
+        self.eager_only = kind == "eager"
+        self.lock = threading.Lock()  # one reply at a time on it; a concurrent one decodes eagerly
+
+    def lend(self, sampling: SamplingConfig, eos_id: int | None, vocab: int, positions: int, held: list) -> "EagerDecoder | StaticDecoder":
+        """The decoder for one reply of at most ``positions`` tokens (prompt included); the release of
+        the static decoder is appended to ``held`` (call it when the reply ends)."""
+        if not self.eager_only and self.lock.acquire(blocking=False):
+            held.append(self.lock.release)
+            size = -(-positions // 1024) * 1024  # grows in steps of 1024 positions
+            size = min(self.max_len, size) if self.max_len else size
+            if self.static is None or self.static.max_len < positions:
+                self.static = make_decoder(self.kind, self.model, size, self.compile_mode, self.sync_every, self.fuse_mode, self.half_mode)
+            if self.static is not None:
+                return self.static.reset(sampling, eos_id, vocab)
+            self.eager_only = True  # an architecture the static decoder does not know (logged once)
+        return EagerDecoder(self.model, self.device, sampling, eos_id)
 
 
 def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, sync_every: int, fuse_mode: str = "auto",

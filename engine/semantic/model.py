@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Union
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
-from engine.semantic.decoding import EagerDecoder, StaticDecoder, make_decoder, sample_next
+from engine.semantic.decoding import DecoderSlot, EagerDecoder, StaticDecoder, sample_next
 from engine.semantic.frontend import TextFrontEnd
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
@@ -88,9 +87,8 @@ class SemanticModel:
         self.unit_ids = torch.tensor([self.vocab[t] for t in unit_tokens])
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
-        self._static: StaticDecoder | None = None  # built on first use, reused (cache buffers, compiled step)
-        self._eager_only = False
-        self._static_lock = threading.Lock()  # one reply at a time on it; a concurrent one decodes eagerly
+        c = self.cfg
+        self._slot = DecoderSlot(model, c.decoder, c.compile, c.sync_every, c.fuse, c.half_matmul, c.max_context_tokens)
         if int(self.unit_ids.max()) >= self.num_embeddings:
             raise ModelUnavailableError(f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only {self.num_embeddings} embeddings")
 
@@ -207,20 +205,15 @@ class SemanticModel:
             mask[self.tokenizer.bos_token_id] = True
         return stops, mask.to(self.device)
 
+    @property
+    def _static(self) -> StaticDecoder | None:
+        """The static decoder, once built (None before the first reply, or for an architecture it cannot run)."""
+        return self._slot.static
+
     def _decoder(self, sampling: SamplingConfig, positions: int, held: list) -> EagerDecoder | StaticDecoder:
         """The decoder for one reply of at most ``positions`` tokens (prompt included). The static
         decoder is lent to one reply at a time (its release is put in ``held``)."""
-        eos = self.tokenizer.eos_token_id
-        if self.cfg.decoder != "eager" and not self._eager_only and self._static_lock.acquire(blocking=False):
-            held.append(self._static_lock.release)
-            size = min(self.cfg.max_context_tokens, -(-positions // 1024) * 1024)  # grows in steps of 1024 positions
-            if self._static is None or self._static.max_len < positions:
-                self._static = make_decoder(self.cfg.decoder, self.model, size, self.cfg.compile, self.cfg.sync_every, self.cfg.fuse,
-                                             self.cfg.half_matmul)
-            if self._static is not None:
-                return self._static.reset(sampling, eos, self.num_embeddings)
-            self._eager_only = True  # an architecture the static decoder does not know (logged once)
-        return EagerDecoder(self.model, self.device, sampling, eos)
+        return self._slot.lend(sampling, self.tokenizer.eos_token_id, self.num_embeddings, positions, held)
 
     def _generate(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> Iterator[tuple[str, object]]:
         """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id) as they

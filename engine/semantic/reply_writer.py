@@ -28,6 +28,7 @@ import torch
 
 from engine.errors import EngineError, ModelUnavailableError
 from engine.semantic.config import ReplyWriterConfig, SamplingConfig
+from engine.semantic.decoding import DecoderSlot
 from engine.semantic.history import Conversation
 from engine.semantic.model import ChatEvent, ReplyDone, SemanticModel, TextDelta, TranscriptDelta, UnitChunk
 from engine.semantic.parsing import ChatReply
@@ -103,6 +104,8 @@ class ReplyWriter:
             tid = tokenizer.convert_tokens_to_ids(token) if token in tokenizer.get_vocab() else None
             stops.add(tid)
         self.stop_ids = {int(t) for t in stops if t is not None}
+        self.vocab = model.get_output_embeddings().weight.shape[0]
+        self._slot = DecoderSlot(model, cfg.decoder, "off", 1, "auto", cfg.half_matmul)
 
     @classmethod
     def from_spec(cls, spec: str, cfg: ReplyWriterConfig | None = None, device: str = "cpu") -> "ReplyWriter":
@@ -137,53 +140,43 @@ class ReplyWriter:
 
     @torch.inference_mode()
     def stream(self, history: Sequence[tuple[str, str]], message: str, seed: int | None = None) -> Iterator[str]:
-        """The reply to ``message`` as text deltas, token by token (KV cache; greedy when
-        ``temperature`` is 0, else temperature / top-p sampling with ``seed``)."""
-        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
-
+        """The reply to ``message`` as text deltas, token by token (greedy when ``temperature`` is 0,
+        else temperature / top-p sampling with ``seed``; the repetition penalty counts the prompt too).
+        Decoded by the static decoder where it runs the model (``semantic.writer.decoder``), one reply
+        at a time; a concurrent reply decodes eagerly."""
         cfg = self.cfg
-        processors = LogitsProcessorList()
-        if cfg.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
-        sample = cfg.temperature > 0
-        if sample:
-            processors.append(TemperatureLogitsWarper(cfg.temperature))
-            if cfg.top_p < 1.0:
-                processors.append(TopPLogitsWarper(cfg.top_p))
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(0 if seed is None else int(seed))
-        seq = torch.tensor([self.prompt_ids(history, message)], device=self.device)
-        out = self.model(input_ids=seq, use_cache=True)
-        generated: list[int] = []
-        shown = ""
-        sentences = 0
-        for _ in range(cfg.max_new_tokens):
-            scores = processors(seq, out.logits[:, -1].float())
-            if sample:
-                probs = torch.softmax(scores, dim=-1).cpu()
-                token = int(torch.multinomial(probs, 1, generator=generator))
+        sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+                                  max_new_tokens=cfg.max_new_tokens, seed=0 if seed is None else int(seed))
+        prompt = self.prompt_ids(history, message)
+        held: list = []
+        try:
+            decoder = self._slot.lend(sampling, None, self.vocab, len(prompt) + cfg.max_new_tokens + 1, held)
+            decoder.start(prompt)
+            plan = decoder.plan({t: "" for t in self.stop_ids}, torch.zeros(self.vocab, dtype=torch.bool, device=self.device), None)
+            generated: list[int] = []
+            shown = ""
+            sentences = 0
+            for token in decoder.sample(plan, cfg.max_new_tokens):
+                if token in self.stop_ids:
+                    break
+                text = self.tokenizer.decode(generated + [token], skip_special_tokens=True)
+                delta = text[len(shown):]
+                if delta[:1].isspace() and sentence_ended(shown):  # this token starts a new sentence
+                    sentences += 1
+                    if cfg.max_sentences and sentences >= cfg.max_sentences:
+                        return  # enough sentences: the reply ends with the last one
+                generated.append(token)
+                if delta and not text.endswith("\ufffd"):  # wait for an incomplete character
+                    yield delta
+                    shown = text
             else:
-                token = int(scores.argmax(dim=-1))
-            if token in self.stop_ids:
-                break
-            text = self.tokenizer.decode(generated + [token], skip_special_tokens=True)
-            delta = text[len(shown):]
-            if delta[:1].isspace() and sentence_ended(shown):  # this token starts a new sentence
-                sentences += 1
-                if cfg.max_sentences and sentences >= cfg.max_sentences:
-                    return  # enough sentences: the reply ends with the last one
-            generated.append(token)
-            if delta and not text.endswith("\ufffd"):  # wait for an incomplete character
-                yield delta
-                shown = text
-            step = torch.tensor([[token]], device=self.device)
-            seq = torch.cat([seq, step], dim=1)
-            out = self.model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
-        else:
-            log.info("reply writer: reply cut at %d tokens (semantic.writer.max_new_tokens)", cfg.max_new_tokens)
-        text = self.tokenizer.decode(generated, skip_special_tokens=True)
-        if len(text) > len(shown):
-            yield text[len(shown):]
+                log.info("reply writer: reply cut at %d tokens (semantic.writer.max_new_tokens)", cfg.max_new_tokens)
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            if len(text) > len(shown):
+                yield text[len(shown):]
+        finally:  # also when the consumer stops early
+            for release in held:
+                release()
 
     def write(self, history: Sequence[tuple[str, str]], message: str, seed: int | None = None) -> str:
         """The whole reply text at once."""
