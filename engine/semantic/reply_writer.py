@@ -106,6 +106,16 @@ class ReplyWriter:
         self.stop_ids = {int(t) for t in stops if t is not None}
         self.vocab = model.get_output_embeddings().weight.shape[0]
         self._slot = DecoderSlot(model, cfg.decoder, "off", 1, "auto", cfg.half_matmul)
+        held: list = []
+        try:  # the static decoder and the reply slot's plan are built with the model, not in its first reply
+            self._plan(self._slot.lend(SamplingConfig(), None, self.vocab, 1024, held))
+        finally:
+            for release in held:
+                release()
+
+    def _plan(self, decoder):
+        """The reply slot's plan on ``decoder``: every token allowed; the stop tokens end the reply."""
+        return decoder.plan({t: "" for t in self.stop_ids}, torch.zeros(self.vocab, dtype=torch.bool, device=self.device), None)
 
     @classmethod
     def from_spec(cls, spec: str, cfg: ReplyWriterConfig | None = None, device: str = "cpu") -> "ReplyWriter":
@@ -152,7 +162,7 @@ class ReplyWriter:
         try:
             decoder = self._slot.lend(sampling, None, self.vocab, len(prompt) + cfg.max_new_tokens + 1, held)
             decoder.start(prompt)
-            plan = decoder.plan({t: "" for t in self.stop_ids}, torch.zeros(self.vocab, dtype=torch.bool, device=self.device), None)
+            plan = self._plan(decoder)
             generated: list[int] = []
             shown = ""
             sentences = 0
