@@ -335,8 +335,11 @@ class Codec:
 
     # ------------------------------------------------------------------ decode
     @torch.inference_mode()
-    def decode(self, emb: Tensor) -> Tensor:
-        """Complete embedding [T, D] or [B, T, D] -> waveform [T*320] or [B, T*320] (float32, CPU)."""
+    def decode(self, emb: Tensor, start_frame: int = 0) -> Tensor:
+        """Complete embedding [T, D] or [B, T, D] -> waveform [T*320] or [B, T*320] (float32, CPU).
+        ``start_frame``: where this window starts in its utterance; windows of one utterance then
+        decode to its one-pass waveform but for their edges (the demo codec's vocoder grid depends
+        on it; SpeechTokenizer's decoder is the same at any frame)."""
         emb = torch.as_tensor(emb)
         single = emb.dim() == 2
         if single:
@@ -344,7 +347,8 @@ class Codec:
         if emb.dim() != 3 or emb.shape[-1] != self.dim:
             raise ValueError(f"expected an embedding [B, T, {self.dim}], got shape {tuple(emb.shape)}")
         latent = emb.transpose(1, 2).to(self.device, self.dtype)  # [B, D, T]
-        wav = self.model.decoder(latent)[:, 0].float()  # [B, S]
+        decoder = self.model.decoder
+        wav = (decoder(latent, start_frame) if start_frame and getattr(decoder, "grid_aware", False) else decoder(latent))[:, 0].float()  # [B, S]
         wav = wav[:, : emb.shape[1] * HOP_LENGTH].cpu()
         return wav[0] if single else wav
 

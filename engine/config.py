@@ -45,6 +45,9 @@ class PipelineConfig:
     # semantic.unit_chunk), the rest of that chunk continuing it seamlessly; 0 = after the whole chunk
     tts_first_frames: int = 50
     tts_stream_min_chars: int = 0  # ...when that chunk has at least this many characters (shorter: one pass, no second flow call)
+    # a one-pass first chunk's decode in pieces: its first this-many frames play while the rest is decoded
+    # (pieces sized from the measured decode speed; they join exactly); 0 = decoded whole
+    tts_decode_first_frames: int = 0
     crossfade_ms: float = 30.0
     sentence_pause_ms: float = 120.0
     # streamed chat speech (engine.perceptual.streaming): each unit chunk continues the previous ones

@@ -31,7 +31,7 @@ from engine.codec import Codec, resolve_device
 from engine.config import AppConfig, local_model_folder, missing_local_model
 from engine.errors import EngineError, ModelUnavailableError
 from engine.perceptual.base import PerceptualModel, Prompt, load_perceptual
-from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer
+from engine.perceptual.streaming import StreamSettings, UtteranceSynthesizer, decode_in_pieces
 from engine.semantic.config import TASK_NAMES, semantic_role
 from engine.textfront import CrossfadeStream, normalize_text, split_sentences
 from engine.threads import apply_cpu_threads
@@ -437,25 +437,31 @@ class Engine:
 
     def _utterance(self, prompt: Prompt, options: GenerationOptions, seed_offset: int = 0, clock: _Clock | None = None) -> UtteranceSynthesizer:
         """A synthesizer that streams one utterance in chunks, each continuing the previous ones."""
-        p = self.config.pipeline
-        settings = StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames, p.stream_lookahead_frames)
         seed = None if options.seed is None else options.seed + seed_offset
-        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, settings, stage=clock.stage if clock else None,
+        return UtteranceSynthesizer(self.perceptual(options.perceptual), self.codec, prompt, self._stream_settings(), stage=clock.stage if clock else None,
                                     steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)
 
     def _synthesize(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0, clock: _Clock | None = None) -> np.ndarray:
         """RVQ-1 units -> waveform in the prompt's voice (``clock``: times the flow/decode stages)."""
+        return np.concatenate(list(self._synthesize_pieces(units, prompt, options, seed_offset, clock)) or [np.zeros(0, dtype=np.float32)])
+
+    def _synthesize_pieces(self, units: list[int], prompt: Prompt, options: GenerationOptions, seed_offset: int = 0,
+                           clock: _Clock | None = None, first_frames: int = 0) -> Iterator[np.ndarray]:
+        """``_synthesize`` as pieces of audio that concatenate to it: one perceptual pass, then the
+        decode in pieces (``decode_in_pieces``: the first ``first_frames`` first; 0 = one piece)."""
         if not units:
-            return np.zeros(0, dtype=np.float32)
-        codec = self.codec
+            return
         self._checked_units(units)
         model = self.perceptual(options.perceptual)
         seed = None if options.seed is None else options.seed + seed_offset
         tokens = torch.tensor(units, dtype=torch.long)
         with clock.stage("perceptual") if clock else nullcontext():
             complete = model.generate(tokens, prompt, steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)  # [T, D]
-        with clock.stage("decode") if clock else nullcontext():
-            return codec.decode(complete).numpy()
+        yield from decode_in_pieces(self.codec, complete, first_frames, self._stream_settings(), stage=clock.stage if clock else None)
+
+    def _stream_settings(self) -> StreamSettings:
+        p = self.config.pipeline
+        return StreamSettings(p.stream_context_frames, p.stream_overlap_frames, p.stream_holdback_frames, p.stream_lookahead_frames)
 
     # ------------------------------------------------------------------ tasks
     def tts(self, text: str, voice: Voice, *, options: GenerationOptions | None = None, progress: Progress | None = None) -> Result:
@@ -533,8 +539,10 @@ class Engine:
             if voice_out is not None:  # the rest of the chunk continues its head
                 yield from out(voice_out.push(self._checked_units(units)))
                 yield from out(voice_out.finish())
-            else:
-                yield from out(self._synthesize(units, prompt, options, seed_offset=i, clock=clock), new_segment=spoken > 0)
+            else:  # one pass; the first speech's decode in pieces, so that it starts playing sooner
+                first = p.tts_decode_first_frames if spoken == 0 else 0
+                for k, audio in enumerate(self._synthesize_pieces(units, prompt, options, seed_offset=i, clock=clock, first_frames=first)):
+                    yield from out(audio, new_segment=spoken > 0 and k == 0)
             spoken += 1
         tail = joiner.finish()
         if tail.size:

@@ -28,17 +28,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--max-sentences", type=int, default=1, help="0 = no limit")
+    parser.add_argument("--decoder", choices=["auto", "static", "eager"], default="auto", help="semantic.writer.decoder")
+    parser.add_argument("--half-matmul", choices=["auto", "on", "off"], default="on", help="semantic.writer.half_matmul")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from engine.semantic.config import ReplyWriterConfig
     from engine.semantic.reply_writer import ReplyWriter
 
     start = time.perf_counter()
-    writer = ReplyWriter.from_spec(args.writer, ReplyWriterConfig(max_new_tokens=args.max_new_tokens, max_sentences=args.max_sentences))
+    writer = ReplyWriter.from_spec(args.writer, ReplyWriterConfig(max_new_tokens=args.max_new_tokens, max_sentences=args.max_sentences,
+                                                                             decoder=args.decoder, half_matmul=args.half_matmul))
     load = time.perf_counter() - start
     params = sum(p.numel() for p in writer.model.parameters()) / 1e6
     print(f"{writer.name}: {params:.1f} M parameters, loaded in {load:.2f} s "
-          f"(threads {args.threads}, load average {os.getloadavg()[0]:.1f})")
+          f"(threads {args.threads}, load average {os.getloadavg()[0]:.1f}; decoder {args.decoder}, half_matmul {args.half_matmul})")
     for question in QUESTIONS:
         start = time.perf_counter()
         first = None

@@ -72,6 +72,28 @@ def test_model_shapes_and_mel_frames():
     assert TINY.mel_frames(100) == 173  # ceil(100 * 320 * 22050 / 16000 / 256)
 
 
+def test_windows_decode_on_the_utterance_grid():
+    """The mel is interpolated to one fixed vocoder grid: a window of an utterance decoded with its
+    start frame gives the one-pass waveform past its edges (so streamed pieces join exactly), which
+    the window decoded as if it started the utterance does not."""
+    from engine.melcodec.model import vocoder_frames
+
+    assert vocoder_frames(TINY, 0, 100) == (0, TINY.mel_frames(100))
+    assert vocoder_frames(TINY, 37, 10) == (37 * 441 // 256, -(-47 * 441 // 256) - 37 * 441 // 256)
+    torch.manual_seed(0)
+    model = MelCodecModel(TINY).eval()
+    latent = torch.randn(1, 16, 120)
+    with torch.no_grad():
+        whole = model.decoder(latent)[0, 0]
+        start, overlap = 53, 18
+        window = model.decoder(latent[..., start - overlap :], start_frame=start - overlap)[0, 0]
+        naive = model.decoder(latent[..., start - overlap :])[0, 0]
+    assert window.shape == naive.shape == ((120 - start + overlap) * 320,)
+    tail, part = whole[start * 320 :], window[overlap * 320 :]
+    assert (part - tail).norm() / tail.norm() < 1e-3
+    assert (naive[overlap * 320 :] - tail).norm() / tail.norm() > 1e-2  # another grid: a different waveform
+
+
 def test_codec_interface_round_trip(tmp_path):
     torch.manual_seed(0)
     model = MelCodecModel(TINY)

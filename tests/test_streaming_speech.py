@@ -127,3 +127,70 @@ def test_chat_reply_audio_is_the_streamed_pieces(tmp_path):
     done = events[-1]
     assert chunks and np.array_equal(done.wav, np.concatenate(chunks))  # no cross-fade: the final reply is what was streamed
     assert done.wav.size % 320 == 0 and done.wav.size > 0
+
+
+class _TimedCodec:
+    """A codec whose decode is exact at any window (sample = its global frame index) and costs
+    ``cost`` seconds per frame on a fake clock."""
+
+    def __init__(self, cost: float):
+        self.cost, self.now, self.calls = cost, 0.0, []
+
+    def decode(self, emb, start_frame=0):
+        frames = emb.shape[0]
+        self.now += self.cost * frames
+        self.calls.append((start_frame, frames))
+        return torch.arange(start_frame, start_frame + frames, dtype=torch.float32).repeat_interleave(320)
+
+
+@pytest.mark.parametrize("cost", [0.006, 0.008])  # decode 2.5x and 3.3x faster than playback
+def test_decode_in_pieces_joins_and_keeps_ahead_of_playback(cost):
+    """The first piece comes after decoding only its own frames (plus right context), later pieces are
+    sized from the measured decode speed so that each is ready before the audio already handed out
+    has played, and all of them concatenate to the one-pass waveform."""
+    from engine.perceptual.streaming import decode_in_pieces
+
+    codec, total = _TimedCodec(cost), 400
+    settings = StreamSettings(overlap_frames=18, holdback_frames=16)
+    arrivals, pieces = [], []
+    for audio in decode_in_pieces(codec, torch.zeros(total, 4), 50, settings, clock=lambda: codec.now):
+        arrivals.append(codec.now)
+        pieces.append(audio)
+    wav = np.concatenate(pieces)
+    assert np.array_equal(wav, np.arange(total, dtype=np.float32).repeat(320))  # exact join, nothing doubled or lost
+    assert pieces[0].size == 50 * 320 and codec.calls[0] == (0, 66) and arrivals[0] == pytest.approx(66 * cost)
+    assert len(pieces) > 2  # decode is faster than playback, but not by enough for the rest at once
+    handed = np.cumsum([p.size / 16000 for p in pieces])
+    for k in range(1, len(pieces)):  # piece k arrives before the audio handed out before it has played
+        assert arrivals[k] - arrivals[0] <= handed[k - 1] + 1e-9
+    assert all(start == max(0, begin - 18) for (start, _), begin in zip(codec.calls[1:], np.cumsum([p.size // 320 for p in pieces])[:-1]))
+
+
+def test_decode_in_pieces_slower_than_playback_sends_the_rest_at_once():
+    from engine.perceptual.streaming import decode_in_pieces
+
+    codec = _TimedCodec(0.05)  # 2.5x slower than real time: pieces cannot keep ahead, so no extra overlap is paid
+    pieces = list(decode_in_pieces(codec, torch.zeros(300, 4), 50, StreamSettings(overlap_frames=18, holdback_frames=16), clock=lambda: codec.now))
+    assert [p.size // 320 for p in pieces] == [50, 250] and codec.calls == [(0, 66), (32, 268)]
+    codec = _TimedCodec(0.01)
+    assert [p.size // 320 for p in decode_in_pieces(codec, torch.zeros(300, 4), 0, clock=lambda: codec.now)] == [300]  # off: one piece
+
+
+def test_short_tts_plays_its_first_second_while_the_rest_is_decoded(tmp_path):
+    """pipeline.tts_decode_first_frames: a one-pass TTS chunk's audio comes in pieces (the first of
+    that many frames) that concatenate to the request's result, close to the one-piece audio."""
+    from tests.audio_helpers import voiced
+
+    results = {}
+    for first in (0, 20):
+        cfg = load_config("tiny", overrides=[f"paths.voices_dir={tmp_path / str(first)}", f"pipeline.tts_decode_first_frames={first}",
+                                             "pipeline.tts_first_frames=0"])
+        engine = Engine(cfg)
+        engine.voices.add("Tester", (16000, voiced(1.5)), codec=engine.codec)
+        events = list(engine.stream_tts("Good morning to all of you here", "Tester", options=GenerationOptions(seed=3)))
+        chunks = [e.wav for e in events if type(e).__name__ == "AudioChunk"]
+        results[first] = (chunks, events[-1].result.wav)
+    (whole_chunks, whole), (chunks, wav) = results[0], results[20]
+    assert len(whole_chunks) <= 2 < len(chunks) and chunks[0].size == 20 * 320 - int(0.03 * 16000)  # less the cross-fade tail held back
+    assert np.array_equal(wav, np.concatenate(chunks)) and wav.shape == whole.shape
+    assert np.linalg.norm(wav - whole) / np.linalg.norm(whole) < 1e-3

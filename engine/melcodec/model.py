@@ -74,13 +74,35 @@ class MelDecoder(nn.Module):
         self.norm = nn.LayerNorm(c)
         self.out = nn.Linear(c, 2 * cfg.vocoder_n_mels)  # two mel frames per 50 Hz step
 
-    def forward(self, latent: Tensor) -> Tensor:
+    def forward(self, latent: Tensor, start_frame: int = 0) -> Tensor:
+        """``start_frame``: the codec frame the latent starts at. The mel is interpolated to the
+        vocoder frames of one fixed time grid (see ``vocoder_frames``), so a window of an utterance
+        decodes to the same mel frames as the whole (but for its edges)."""
         b, _, frames = latent.shape
         x = self.blocks(self.inp(latent))
         y = self.out(self.norm(x.transpose(1, 2)))  # [B, T, 2 * 80]
         mel = y.reshape(b, 2 * frames, self.cfg.vocoder_n_mels).transpose(1, 2)  # [B, 80, 2T] at 100 Hz
-        mel = F.interpolate(mel, size=self.cfg.mel_frames(frames), mode="linear", align_corners=False)  # [B, 80, M]
+        first, count = vocoder_frames(self.cfg, start_frame, frames)
+        c = self.cfg
+        ratio = 2 * c.sample_rate * c.vocoder_hop / (c.hop_length * c.vocoder_sample_rate)  # 100 Hz frames per vocoder frame
+        # centre of vocoder frame j on the 100 Hz frames of this window (align_corners=False convention), clamped to its ends
+        src = ((torch.arange(first, first + count, device=mel.device, dtype=torch.float64) + 0.5) * ratio - 0.5 - 2 * start_frame)
+        src = src.clamp(0, 2 * frames - 1)
+        lo = src.floor().long()
+        hi = (lo + 1).clamp(max=2 * frames - 1)
+        w = (src - lo).to(mel.dtype)
+        mel = mel[..., lo] * (1 - w) + mel[..., hi] * w  # [B, 80, M]
         return mel * 2.5 - 5.0
+
+
+def vocoder_frames(cfg: MelCodecConfig, start_frame: int, frames: int) -> tuple[int, int]:
+    """The vocoder frames (first index, count) on the utterance's fixed grid that cover codec frames
+    ``start_frame .. start_frame + frames``: vocoder frame j holds samples 256 j .. 256 j + 255 at
+    22.05 kHz, codec frame t starts at sample 441 t there. From frame 0: ``mel_frames(frames)``."""
+    num, den = cfg.hop_length * cfg.vocoder_sample_rate, cfg.sample_rate * cfg.vocoder_hop  # 441 * 16000 * ..., 256 * 16000
+    first = start_frame * num // den
+    last = -(-(start_frame + frames) * num // den)
+    return first, last - first
 
 
 def vocoder_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -106,6 +128,8 @@ class WaveDecoder(nn.Module):
     The vocoder is frozen and comes from its own package, so it is held outside this module's
     parameters (never saved with the codec) and always runs in float32."""
 
+    grid_aware = True  # forward takes the window's start frame (Codec.decode passes it)
+
     def __init__(self, cfg: MelCodecConfig):
         super().__init__()
         self.cfg = cfg
@@ -120,8 +144,8 @@ class WaveDecoder(nn.Module):
             self._vocoder.append(load_vocoder(self.cfg.vocoder))
         return self._vocoder[0]
 
-    def vocode(self, mel: Tensor, frames: int) -> Tensor:
-        """Vocoder mel [B, 80, M] -> [B, 1, frames * 320] at 16 kHz."""
+    def vocode(self, mel: Tensor, frames: int, start_frame: int = 0) -> Tensor:
+        """Vocoder mel [B, 80, M] (the grid of ``vocoder_frames(start_frame, frames)``) -> [B, 1, frames * 320] at 16 kHz."""
         import soxr
 
         voc = self.vocoder
@@ -130,6 +154,10 @@ class WaveDecoder(nn.Module):
         if param.device != mel.device or param.dtype != dtype:
             voc.to(mel.device, dtype)
         wav22 = voc(mel.to(dtype))[:, 0].float().cpu().numpy().astype(np.float64)  # [B, M * 256]
+        c = self.cfg
+        first, _ = vocoder_frames(c, start_frame, frames)
+        cut = start_frame * c.hop_length * c.vocoder_sample_rate // c.sample_rate - first * c.vocoder_hop  # the window's first sample
+        wav22 = wav22[:, cut:]
         n = frames * self.cfg.hop_length
         out = np.zeros((wav22.shape[0], n), dtype=np.float32)
         for i, row in enumerate(wav22):
@@ -137,8 +165,9 @@ class WaveDecoder(nn.Module):
             out[i, : y.size] = y
         return torch.from_numpy(out).to(mel.device)[:, None]
 
-    def forward(self, latent: Tensor) -> Tensor:
-        return self.vocode(self.mel(latent), latent.shape[-1])
+    def forward(self, latent: Tensor, start_frame: int = 0) -> Tensor:
+        """``start_frame``: where the latent's window starts in its utterance (for pieces that join)."""
+        return self.vocode(self.mel(latent, start_frame), latent.shape[-1], start_frame)
 
 
 class MelCodecModel(nn.Module):

@@ -19,15 +19,16 @@ The concatenated output equals the pieces the caller streamed, and is the reply'
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from engine.codec import HOP_LENGTH, Codec
+from engine.codec import HOP_LENGTH, SAMPLE_RATE, Codec
 from engine.perceptual.base import PerceptualModel, Prompt
 
 
@@ -110,11 +111,50 @@ class UtteranceSynthesizer:
         start = max(0, self.emitted - max(self.settings.overlap_frames, 0))
         window = torch.cat([self.complete[start:total], self.pending_complete])  # provisional frames: right context only
         with self.stage("decode"):
-            wav = self.codec.decode(window).numpy()
+            wav = self.codec.decode(window, start_frame=start).numpy()
         a = (self.emitted - start) * HOP_LENGTH
         piece = wav[a : a + (end - self.emitted) * HOP_LENGTH].astype(np.float32)
         self.emitted = end
         return piece
+
+
+def decode_in_pieces(codec: Codec, complete: Tensor, first_frames: int, settings: StreamSettings | None = None,
+                     stage: Callable[[str], AbstractContextManager] | None = None,
+                     clock: Callable[[], float] = time.perf_counter) -> Iterator[np.ndarray]:
+    """The waveform of a complete embedding [T, D] in pieces that concatenate to its one-pass decode
+    (windows decode alike but for their edges, which are never emitted): the first ``first_frames``
+    as soon as they are decoded (with ``holdback_frames`` of right context), then pieces sized from
+    the measured decode speed so that each is ready before the audio handed out so far has played,
+    each decoded from ``overlap_frames`` before it. Where decoding is slower than playback the rest
+    comes in one piece (fewest repeated frames). ``first_frames`` 0 (or a short T): one piece."""
+    cfg = settings or StreamSettings()
+    stage = stage or (lambda name: nullcontext())
+    total = int(complete.shape[0])
+    overlap, context = max(cfg.overlap_frames, 0), max(cfg.holdback_frames, 0)
+
+    def piece(begin: int, end: int) -> tuple[np.ndarray, float]:
+        """Audio of frames begin..end and the decode's seconds per frame."""
+        start, stop = max(0, begin - overlap), min(total, end + context)
+        t0 = clock()
+        with stage("decode"):
+            wav = codec.decode(complete[start:stop], start_frame=start).numpy()
+        per_frame = (clock() - t0) / max(stop - start, 1)
+        return wav[(begin - start) * HOP_LENGTH : (end - start) * HOP_LENGTH].astype(np.float32), per_frame
+
+    if first_frames <= 0 or total <= first_frames + context:
+        yield piece(0, total)[0]
+        return
+    audio, per_frame = piece(0, first_frames)
+    started = clock()
+    yield audio
+    done = first_frames
+    while done < total:
+        buffered = done * HOP_LENGTH / SAMPLE_RATE - (clock() - started)  # seconds handed out and not yet played
+        fits = int(0.8 * buffered / max(per_frame, 1e-9)) - overlap - context  # frames decodable before they run out (20 % margin)
+        end = total if fits >= total - done or fits < max(first_frames // 2, 1) else done + fits
+        audio, per_frame = piece(done, end)
+        yield audio
+        done = end
 
 
 def one_pass(model: PerceptualModel, codec: Codec, prompt: Prompt, units: list[int], **generate_kwargs) -> tuple[np.ndarray, Tensor]:
