@@ -15,6 +15,9 @@ Each chunk *continues* the previous ones instead of being synthesised on its own
   ends). The emitted pieces simply concatenate: no cross-fade, no gap, no doubled samples.
 
 The concatenated output equals the pieces the caller streamed, and is the reply's final audio.
+
+``decode_in_pieces`` decodes an utterance generated in one pass in pieces (the first one short, so
+that it can play while the rest is decoded), with the same overlap and right context.
 """
 
 from __future__ import annotations

@@ -9,11 +9,16 @@ Two implementations of one small interface (``start`` / ``feed`` / ``sample``):
   slot plans (allowed tokens, the sub-matrix of the output layer for them) built once, and host
   syncs only every ``sync_every`` tokens inside a speech span. On a CPU the layers run on fused
   weight copies (``fuse_layers``: q/k/v in one projection, gate/up in one, one-call RMS norms): a
-  small model's step there costs per operation more than per multiply. Inside a speech span only the unit
+  small model's step there costs per operation more than per multiply; a one-token step of float32
+  layers takes its own path (``_one_token``: RoPE as one complex product on q/k rows interleaved in
+  rotary pairs, norms from one dot product). Inside a speech span only the unit
   tokens and the stop can be sampled, so only their rows of the output layer are computed: the
   distribution is the same as masking the full logits, for less work.
 * ``EagerDecoder``: the previous loop (transformers forward with a dynamic cache, sampling on the
   host with ``sample_next``), used for other architectures and when asked (``semantic.decoder``).
+
+``DecoderSlot`` lends a model's one static decoder to one reply at a time (the semantic model's and
+the chat reply writer's); a concurrent reply decodes eagerly.
 
 Both give the same greedy tokens, and draw from the same distribution when sampling (the random
 draws differ: the static decoder samples on the device by an exponential race).
