@@ -9,6 +9,10 @@ training-voice utterances, scored on the held-out voices' test utterances, greed
   frames of other training utterances (HuBERT-style units, as SpeechTokenizer's RVQ-1 imitates),
 - ``codec RVQ-1``: the embeddings of the profile's codec's RVQ-1 (what the flow and semantic models see),
 
+- ``codec latent``: the codec encoder's output before the quantiser (what RVQ-1 quantises), and that
+  latent re-quantised by K-means centroids fitted on the same training utterances as the teacher's
+  (does RVQ-1 lose the words in the encoder, or in a codebook that uses few of its codes?),
+
 each also as a lookup of unit ids (one-hot: what a model that sees only the unit ids can read off),
 with the unit statistics (codes used, perplexity, frames per run).
 
@@ -108,6 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     te_rvq1 = [enc[i.id].semantic_emb.float() for i in test]
     book = max(int(torch.cat(tr_codes + te_codes).max()) + 1, 1024)
 
+    def latent(item) -> torch.Tensor:
+        """The codec encoder's output [T, D] before the quantiser."""
+        wav = torch.as_tensor(wavs[item.id], dtype=torch.float32)
+        frames = enc[item.id].codes.shape[-1] if item.id in enc else -(-wav.numel() // 320)
+        padded = torch.zeros(1, 1, frames * 320)
+        padded[0, 0, : wav.numel()] = wav
+        with torch.no_grad():
+            return codec.model.encoder(padded.to(codec.device, codec.dtype)).float()[0].t().cpu()
+
+    tr_lat, te_lat = [latent(i) for i in train], [latent(i) for i in test]
+    km_lat = torch.cat([latent(i) for i in km_items])
+    if km_lat.shape[0] > args.kmeans_frames:
+        km_lat = km_lat[torch.randperm(km_lat.shape[0], generator=gen)[: args.kmeans_frames]]
+    lat_centroids, _ = kmeans(km_lat, args.units, 25, gen)
+    tr_lu, te_lu = [_nearest(x, lat_centroids) for x in tr_lat], [_nearest(x, lat_centroids) for x in te_lat]
+
     def per(tr: list, te: list) -> float:
         probe = train_probe(tr, y_train, len(inventory), steps=args.steps, seed=args.seed)
         with torch.no_grad():
@@ -123,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         (f"teacher k-means units, one-hot (K {args.units})", per(onehot(tr_units, args.units), onehot(te_units, args.units)), ""),
         (f"codec RVQ-1 embeddings ({codec.name})", per(tr_rvq1, te_rvq1), unit_stats(te_codes)),
         (f"codec RVQ-1 codes, one-hot ({codec.name})", per(onehot(tr_codes, book), onehot(te_codes, book)), ""),
+        (f"codec latent before the quantiser ({codec.name}, {tr_lat[0].shape[1]}-d)", per(tr_lat, te_lat), ""),
+        (f"codec latent k-means units, centroid vectors (K {args.units})", per([lat_centroids[u] for u in tr_lu], [lat_centroids[u] for u in te_lu]),
+         unit_stats(te_lu)),
+        (f"codec latent k-means units, one-hot (K {args.units})", per(onehot(tr_lu, args.units), onehot(te_lu, args.units)), ""),
     ]
     print("\n| input to the linear CTC probe | PER, held-out voices | units on the test utterances |\n|---|---|---|")
     for name, value, stats in rows:
