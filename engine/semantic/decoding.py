@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -619,19 +620,26 @@ class DecoderSlot:
         self.eager_only = kind == "eager"
         self.lock = threading.Lock()  # one reply at a time on it; a concurrent one decodes eagerly
 
-    def lend(self, sampling: SamplingConfig, eos_id: int | None, vocab: int, positions: int, held: list) -> "EagerDecoder | StaticDecoder":
-        """The decoder for one reply of at most ``positions`` tokens (prompt included); the release of
-        the static decoder is appended to ``held`` (call it when the reply ends)."""
-        if not self.eager_only and self.lock.acquire(blocking=False):
-            held.append(self.lock.release)
+    @contextmanager
+    def lend(self, sampling: SamplingConfig, eos_id: int | None, vocab: int, positions: int) -> Iterator["EagerDecoder | StaticDecoder"]:
+        """``with slot.lend(...) as decoder``: the decoder for one reply of at most ``positions`` tokens
+        (prompt included); the static decoder is given back when the block ends (also on an error or
+        when a generator around it is closed)."""
+        if self.eager_only or not self.lock.acquire(blocking=False):
+            yield EagerDecoder(self.model, self.device, sampling, eos_id)
+            return
+        try:
             size = -(-positions // 1024) * 1024  # grows in steps of 1024 positions
             size = min(self.max_len, size) if self.max_len else size
             if self.static is None or self.static.max_len < positions:
                 self.static = make_decoder(self.kind, self.model, size, self.compile_mode, self.sync_every, self.fuse_mode, self.half_mode)
-            if self.static is not None:
-                return self.static.reset(sampling, eos_id, vocab)
-            self.eager_only = True  # an architecture the static decoder does not know (logged once)
-        return EagerDecoder(self.model, self.device, sampling, eos_id)
+            if self.static is None:
+                self.eager_only = True  # an architecture the static decoder does not know (logged once)
+                yield EagerDecoder(self.model, self.device, sampling, eos_id)
+            else:
+                yield self.static.reset(sampling, eos_id, vocab)
+        finally:
+            self.lock.release()
 
 
 def make_decoder(kind: str, model: nn.Module, max_len: int, compile_mode: str, sync_every: int, fuse_mode: str = "auto",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Union
@@ -210,23 +211,19 @@ class SemanticModel:
         """The static decoder, once built (None before the first reply, or for an architecture it cannot run)."""
         return self._slot.static
 
-    def _decoder(self, sampling: SamplingConfig, positions: int, held: list) -> EagerDecoder | StaticDecoder:
+    def _decoder(self, sampling: SamplingConfig, positions: int, lent: ExitStack) -> EagerDecoder | StaticDecoder:
         """The decoder for one reply of at most ``positions`` tokens (prompt included). The static
-        decoder is lent to one reply at a time (its release is put in ``held``)."""
-        return self._slot.lend(sampling, self.tokenizer.eos_token_id, self.num_embeddings, positions, held)
+        decoder is lent to one reply at a time (given back when ``lent`` closes)."""
+        return lent.enter_context(self._slot.lend(sampling, self.tokenizer.eos_token_id, self.num_embeddings, positions))
 
     def _generate(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> Iterator[tuple[str, object]]:
         """Walk ``scaffold`` after ``prompt``; yields ("text", (slot, delta)) and ("unit", id) as they
         are sampled, ("warning", message) when a slot is cut at its budget, then ("done", raw reply text)."""
-        held: list = []
-        try:
-            yield from self._walk(prompt, scaffold, sampling, held)
-        finally:  # also when the consumer stops early
-            for release in held:
-                release()
+        with ExitStack() as lent:  # closed also when the consumer stops early
+            yield from self._walk(prompt, scaffold, sampling, lent)
 
     @torch.inference_mode()
-    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, held: list) -> Iterator[tuple[str, object]]:
+    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, lent: ExitStack) -> Iterator[tuple[str, object]]:
         # the prompt and the fixed text right after it are tokenized as one string, as in training
         first_slot = next((i for i, seg in enumerate(scaffold) if isinstance(seg, Slot)), len(scaffold))
         head = "".join(scaffold[:first_slot])  # type: ignore[arg-type]
@@ -238,7 +235,7 @@ class SemanticModel:
         budget = min(sampling.max_new_tokens, room)
         used = 0  # reply tokens so far
         raw = [head]
-        decoder = self._decoder(sampling, len(seq) + budget + 1, held)
+        decoder = self._decoder(sampling, len(seq) + budget + 1, lent)
         decoder.start(seq)
         anchor = ""
         pending = ""

@@ -106,12 +106,8 @@ class ReplyWriter:
         self.stop_ids = {int(t) for t in stops if t is not None}
         self.vocab = model.get_output_embeddings().weight.shape[0]
         self._slot = DecoderSlot(model, cfg.decoder, "off", 1, "auto", cfg.half_matmul)
-        held: list = []
-        try:  # the static decoder and the reply slot's plan are built with the model, not in its first reply
-            self._plan(self._slot.lend(SamplingConfig(), None, self.vocab, 1024, held))
-        finally:
-            for release in held:
-                release()
+        with self._slot.lend(SamplingConfig(), None, self.vocab, 1024) as decoder:  # built with the model, not in its first reply
+            self._plan(decoder)
 
     def _plan(self, decoder):
         """The reply slot's plan on ``decoder``: every token allowed; the stop tokens end the reply."""
@@ -158,9 +154,7 @@ class ReplyWriter:
         sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
                                   max_new_tokens=cfg.max_new_tokens, seed=0 if seed is None else int(seed))
         prompt = self.prompt_ids(history, message)
-        held: list = []
-        try:
-            decoder = self._slot.lend(sampling, None, self.vocab, len(prompt) + cfg.max_new_tokens + 1, held)
+        with self._slot.lend(sampling, None, self.vocab, len(prompt) + cfg.max_new_tokens + 1) as decoder:  # given back also when the consumer stops early
             decoder.start(prompt)
             plan = self._plan(decoder)
             generated: list[int] = []
@@ -184,9 +178,6 @@ class ReplyWriter:
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
             if len(text) > len(shown):
                 yield text[len(shown):]
-        finally:  # also when the consumer stops early
-            for release in held:
-                release()
 
     def write(self, history: Sequence[tuple[str, str]], message: str, seed: int | None = None) -> str:
         """The whole reply text at once."""
