@@ -269,9 +269,12 @@ class Codec:
         for i, t in enumerate(tensors):
             batch[i, 0, : t.numel()] = t
         batch = batch.to(self.device, self.dtype)
-        latent = self.model.encoder(batch).float()  # [B, D, T]
-        latent = latent[..., : int(lengths.max())]
-        codes = self.model.quantizer.encode(latent, n_q=self.n_q, st=0)  # [8, B, T]
+        if hasattr(self.model, "encode_codes"):  # the demo codec (v3 computes RVQ-1 from Whisper's features)
+            codes = self.model.encode_codes(batch, [t.numel() for t in tensors], n_q=self.n_q)  # [8, B, T]
+        else:
+            latent = self.model.encoder(batch).float()  # [B, D, T]
+            latent = latent[..., : int(lengths.max())]
+            codes = self.model.quantizer.encode(latent, n_q=self.n_q, st=0)  # [8, B, T]
         codes = codes.transpose(0, 1).contiguous()  # [B, 8, T]
         zs = self.embed(codes[:, :1])
         zp = self.embed(codes[:, 1:], start_layer=1)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.eval.phoneme_probe import error_rate, train_probe
     from engine.melcodec.model import _nearest, kmeans
     from engine.train.phonemes import build_inventory, encode_ipa, ensure_phonemes
-    from engine.train.teacher import WhisperTeacher
+    from engine.melcodec.whisper import WhisperEncoder
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"probe: {len(train)} training-voice utterances, {len(test)} held-out test utterances, {len(inventory)} phonemes; "
           f"k-means on {len(km_items)} other training utterances")
 
-    teacher = WhisperTeacher(threads=args.threads)
+    teacher = WhisperEncoder(threads=args.threads)
     wavs = {}
 
     def teach(items) -> list:

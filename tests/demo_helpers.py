@@ -55,13 +55,13 @@ def save_tiny_mel_codec(folder: Path, dimension: int = 16):
     """A randomly initialised demo codec (kind "mel", name "demo-tiny") saved to ``folder``; returns the Codec."""
     from engine.codec import Codec
     from engine.melcodec import MelCodecConfig, MelCodecModel
-    from engine.melcodec.model import init_codebooks
+    from engine.melcodec.model import set_codebooks
 
     cfg = MelCodecConfig(name="demo-tiny", channels=32, enc_blocks=1, dec_blocks=1, dimension=dimension, codebook_size=16)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MelCodecModel(cfg)
-        init_codebooks(model, torch.randn(400, dimension), batch_frames=400)
+        set_codebooks(model, torch.randn(400, dimension), batch_frames=400)
     codec = Codec(model, name="demo-tiny")
     codec.save_pretrained(folder)
     return Codec.from_pretrained(folder, weights_file="model.safetensors")

@@ -134,7 +134,7 @@ def test_continue_from_a_saved_codec_with_a_new_phoneme_head(corpus, tmp_path): 
 
 
 def test_codebook_statistics_rebuilt_from_the_codebooks():
-    from engine.melcodec.model import reset_codebook_stats
+    from engine.melcodec.model import set_codebooks
 
     torch.manual_seed(0)
     model = MelCodecModel(TINY)
@@ -142,7 +142,9 @@ def test_codebook_statistics_rebuilt_from_the_codebooks():
     latents = torch.randn(600, TINY.dimension)
     for b in books:
         b.embed.copy_(torch.randn_like(b.embed))
-    reset_codebook_stats(model, latents, batch_frames=300)
+    before = [b.embed.clone() for b in books]
+    set_codebooks(model, latents, batch_frames=300, reseed=[False] * model.n_q)
+    assert all(torch.equal(a, b.embed) for a, b in zip(before, books))  # the codes are kept
     first = books[0]
     assert float(first.cluster_size.sum()) == pytest.approx(300.0)  # counts scaled to one batch
     assert torch.allclose(first.embed_avg, first.embed * first.cluster_size[:, None])

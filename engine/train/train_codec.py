@@ -10,7 +10,13 @@ Losses (they live here, not with the model):
 - phonemes (codec v2, ``loss.phoneme_ctc``): CTC between a linear head on RVQ-1 and the espeak-ng
   phonemes of the transcript (engine.train.phonemes), so that each RVQ-1 code stands for a phoneme.
   CTC needs whole utterances, so these runs batch whole utterances by length (``batching:
-  utterances``) instead of 2 s crops.
+  utterances``) instead of 2 s crops;
+- fit (codec v3, ``loss.semantic_fit``): RVQ-1 is computed from Whisper's features, and this pulls
+  its input towards the mel encoder's latent (mean squared error relative to the latent's power),
+  so that RVQ-1 is the phonetic part of the latent and RVQ-2..8 quantise a small residual.
+Codec v3 trains in two phases (``trainable``): ``semantic`` (the Whisper adapter and RVQ-1 with
+the phoneme and fit losses; nothing is decoded) and then ``acoustic`` (mel encoder, decoder and
+RVQ-2..8 with RVQ-1 frozen).
 Quantiser dropout (a random number of layers in some batches) teaches the decoder to decode RVQ-1
 alone, so that ``codec --layers 1`` gives speech with the content and an average voice.
 """
@@ -30,7 +36,7 @@ from torch import Tensor
 
 from engine.melcodec.config import MelCodecConfig
 from engine.melcodec.features import LogMel
-from engine.melcodec.model import MelCodecModel, init_codebooks
+from engine.melcodec.model import MelCodecModel, set_codebooks
 from engine.train.teacher import TeacherCache
 from engine.train.trainer import TrainConfig, Trainer
 
@@ -45,6 +51,7 @@ class CodecLossConfig:
     quantizer_dropout: float = 0.3  # share of batches decoded from a random number (1..8) of layers
     rvq1_share: float = 0.0  # of those batches, the share decoded from RVQ-1 alone (the rest: uniform 1..8)
     phoneme_ctc: float = 0.0  # weight of the RVQ-1 phoneme CTC loss (needs batching: utterances)
+    semantic_fit: float = 0.0  # v3: weight of RVQ-1's input fitted to the mel encoder's latent
 
 
 @dataclass
@@ -63,8 +70,13 @@ class CodecTrainConfig:
     # its architecture must match ``model`` (a phoneme head missing from it starts fresh)
     init_from: str = ""
     # all: the whole codec; decoder: only the decoder (encoder, codebooks and heads frozen, so the codes
-    # of a continued codec stay exactly as they were and models trained on them stay valid)
+    # of a continued codec stay exactly as they were and models trained on them stay valid).
+    # v3 (semantic_source: whisper) only: semantic: the Whisper adapter, RVQ-1 and the phoneme head
+    # (nothing is decoded); acoustic: mel encoder, decoder and RVQ-2..8, RVQ-1 frozen
     trainable: str = "all"
+    # RVQ layers (1-based) seeded afresh by k-means when a run starts from init_from (e.g. RVQ-2..8 after
+    # the semantic phase moved RVQ-1); every layer is when init_from's RVQ-1 came from another source
+    reseed: list[int] = field(default_factory=list)
     # which training-split utterances are used, by a stable hash of the id (so the choice of each
     # utterance never changes when the corpus grows): hash < valid_fraction -> validation,
     # then the next train_fraction -> training
@@ -209,43 +221,69 @@ def collate(items: list[dict]) -> dict:
 class CodecLoss:
     """``(model, batch) -> (loss, logs)`` for the trainer."""
 
-    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, decoder_only: bool = False):
+    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, trainable: str = "all"):
         self.cfg = cfg
         self.w = weights
-        self.decoder_only = decoder_only
+        self.trainable = trainable
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, model: MelCodecModel, batch: dict) -> tuple[Tensor, dict]:
         wav, mask = batch["wav"], batch["mask"]  # [B, S], [B, T]
+        phase = self.trainable
         n_q = model.n_q
         if model.training and self.rng.random() < self.w.quantizer_dropout:
             n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
-        if self.decoder_only:  # frozen encoder and codebooks: eval mode stops the codebooks' EMA updates
+        # frozen parts in eval mode: that stops the codebooks' EMA updates
+        if phase in ("decoder", "semantic"):
             model.encoder.eval()
+        if phase == "decoder":
             model.quantizer.eval()
-        with torch.no_grad() if self.decoder_only else contextlib.nullcontext():
+        if phase == "semantic":
+            n_q = 1  # nothing is decoded: RVQ-1 alone
+        if phase == "acoustic":
+            model.quantizer.vq.layers[0].eval()
+        with torch.no_grad() if phase in ("decoder", "semantic") else contextlib.nullcontext():
             latent = model.encoder(wav[:, None])  # [B, D, T]
-            quantized, _codes, commit, layers = model.quantizer(latent, n_q=n_q, layers=[0])
-        mel_pred = model.decoder.mel(quantized)  # [B, 80, M]
-        self.mel.to(wav.device)
-        target = self.mel(batch["wav22"])[..., : mel_pred.shape[-1]]  # [B, 80, M]
-        mel_mask = F.interpolate(mask[:, None], size=mel_pred.shape[-1], mode="nearest")  # [B, 1, M]
-        mel_l1 = ((mel_pred - target).abs() * mel_mask).sum() / (mel_mask.sum() * mel_pred.shape[1]).clamp(min=1)
-        if self.decoder_only:
-            return self.w.mel * mel_l1, {"mel_l1": mel_l1.detach(), "n_q": n_q}
-        sem = model.semantic_head(layers[0].transpose(1, 2))  # [B, T, 384]
-        cos = F.cosine_similarity(sem, batch["teacher"].to(sem.dtype), dim=-1)  # [B, T]
-        sem_loss = ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
-        loss = self.w.mel * mel_l1 + self.w.semantic * sem_loss + self.w.commit * commit
-        logs = {"mel_l1": mel_l1.detach(), "semantic_cos": 1 - sem_loss.detach(), "commit": commit.detach(), "n_q": n_q}
-        if self.w.phoneme_ctc > 0 and "phonemes" in batch:
-            ctc, per = self.phoneme_loss(model, layers[0], batch)
+        with torch.no_grad() if phase == "decoder" else contextlib.nullcontext():
+            quantized, _codes, commit, rvq1, semantic_in = model.quantize(latent, batch["teacher"], n_q=n_q)
+        loss = quantized.new_zeros(())
+        logs: dict = {"n_q": n_q}
+        if phase != "semantic":
+            mel_l1 = self.mel_loss(model, quantized, batch)
+            loss = loss + self.w.mel * mel_l1
+            logs["mel_l1"] = mel_l1.detach()
+        if phase == "decoder":
+            return loss, logs
+        loss = loss + self.w.commit * commit
+        logs["commit"] = commit.detach()
+        if model.semantic_head is not None:  # v1 / v2: distillation towards the teacher
+            sem = model.semantic_head(rvq1.transpose(1, 2))  # [B, T, 384]
+            cos = F.cosine_similarity(sem, batch["teacher"].to(sem.dtype), dim=-1)  # [B, T]
+            sem_loss = ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
+            loss = loss + self.w.semantic * sem_loss
+            logs["semantic_cos"] = 1 - sem_loss.detach()
+        if semantic_in is not None and self.w.semantic_fit > 0 and phase != "acoustic":
+            target = latent.detach()
+            err = ((semantic_in - target).pow(2).mean(1) * mask).sum() / mask.sum().clamp(min=1)  # per frame, mean over D
+            fit = err / (target.pow(2).mean(1) * mask).sum().div(mask.sum().clamp(min=1)).clamp(min=1e-8)
+            loss = loss + self.w.semantic_fit * fit
+            logs["fit"] = fit.detach()
+        if self.w.phoneme_ctc > 0 and "phonemes" in batch and phase != "acoustic":
+            ctc, per = self.phoneme_loss(model, rvq1, batch)
             loss = loss + self.w.phoneme_ctc * ctc
             logs["phoneme_ctc"] = ctc.detach()
             if per is not None:
                 logs["phoneme_error"] = per
         return loss, logs
+
+    def mel_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict) -> Tensor:
+        """L1 between the decoder's vocoder mel of ``quantized`` [B, D, T] and the input's, on real frames."""
+        mel_pred = model.decoder.mel(quantized)  # [B, 80, M]
+        self.mel.to(quantized.device)
+        target = self.mel(batch["wav22"])[..., : mel_pred.shape[-1]]  # [B, 80, M]
+        mel_mask = F.interpolate(batch["mask"][:, None], size=mel_pred.shape[-1], mode="nearest")  # [B, 1, M]
+        return ((mel_pred - target).abs() * mel_mask).sum() / (mel_mask.sum() * mel_pred.shape[1]).clamp(min=1)
 
     def phoneme_loss(self, model: MelCodecModel, rvq1: Tensor, batch: dict) -> tuple[Tensor, float | None]:
         """CTC of the phoneme head on RVQ-1 [B, D, T]; in evaluation also the greedy phoneme error rate."""
@@ -308,9 +346,13 @@ def select_utterances(run: CodecTrainConfig, corpus: str | Path) -> tuple[list[U
     return train, valid
 
 
-def seed_codebooks(model: MelCodecModel, dataset: SegmentDataset, batch_frames: int, utterances: int = 128, seed: int = 0) -> None:
-    """k-means initialisation of the codebooks from the (untrained) encoder's output on some crops."""
-    init_codebooks(model, _encoder_latents(model, dataset, utterances, seed), batch_frames, seed=seed)
+def seed_codebooks(model: MelCodecModel, dataset: SegmentDataset, batch_frames: int, utterances: int = 128, seed: int = 0,
+                   reseed: list[int] | None = None) -> None:
+    """Codebooks from the encoder's output on some crops: the RVQ layers in ``reseed`` (1-based; None:
+    all) by k-means, the others keep their codes and get their EMA statistics rebuilt."""
+    latents, whisper = _encoder_latents(model, dataset, utterances, seed)
+    layers = range(1, model.n_q + 1) if reseed is None else reseed
+    set_codebooks(model, latents, batch_frames, reseed=[i + 1 in layers for i in range(model.n_q)], whisper=whisper, seed=seed)
 
 
 def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[Utterance]) -> dict[str, list[int]]:
@@ -324,9 +366,11 @@ def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[
     return {uid: encode_ipa(text, run.model.phonemes) for uid, text in ipa.items()}
 
 
-def load_init(model: MelCodecModel, folder: str | Path) -> None:
+def load_init(model: MelCodecModel, folder: str | Path) -> bool:
     """Weights of a saved codec into ``model`` (same architecture; a phoneme head it lacks starts
-    fresh). The codebooks' EMA statistics are not saved: rebuild them with ``reset_codebook_stats``."""
+    fresh; a v1 / v2 codec continued as v3 gives its encoder, decoder and heads, and the Whisper
+    adapter starts fresh). The codebooks' EMA statistics are not saved: rebuild them with
+    ``seed_codebooks``. Returns whether the saved codec's RVQ-1 came from the same source."""
     from safetensors.torch import load_file
 
     from engine.melcodec.model import WEIGHTS_FILE, _TRAINING_BUFFERS
@@ -340,23 +384,29 @@ def load_init(model: MelCodecModel, folder: str | Path) -> None:
     if shapes:
         raise ValueError(f"init_from {folder}: architecture differs from the training config at {shapes[:3]}")
     state = {k: v for k, v in state.items() if not (k.startswith("phoneme_head.") and own.get(k, v).shape != v.shape)}
+    same_source = any(k.startswith("semantic_adapter.") for k in state) == (model.semantic_adapter is not None)
+    if not same_source:  # v1 / v2 -> v3: the distillation head has no place in v3, its adapter starts fresh
+        state = {k: v for k, v in state.items() if not k.startswith("semantic_head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS and not k.startswith("phoneme_head.")]
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS and not k.startswith("phoneme_head.")
+               and not (k.startswith("semantic_adapter.") and not same_source)]
     if missing or unexpected:
         raise ValueError(f"init_from {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return same_source
 
 
-def _encoder_latents(model: MelCodecModel, dataset, count: int = 256, seed: int = 0) -> Tensor:
-    """The encoder's output frames [N, D] on ``count`` items of ``dataset``."""
+def _encoder_latents(model: MelCodecModel, dataset, count: int = 256, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The encoder's output frames [N, D] on ``count`` items of ``dataset``, and their teacher frames [N, 384]."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
-    out = []
+    latents, teacher = [], []
     with torch.no_grad():
         for i in picks:
             item = dataset[int(i)]
             n = int(item["mask"].sum())
-            out.append(model.encoder(item["wav"][None, None])[0, :, :n].t())
-    return torch.cat(out)
+            latents.append(model.encoder(item["wav"][None, None])[0, :, :n].t())
+            teacher.append(item["teacher"][:n])
+    return torch.cat(latents), torch.cat(teacher)
 
 
 def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
@@ -367,10 +417,12 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         raise ValueError(f"batching must be crops or utterances, got {run.batching!r}")
     if run.loss.phoneme_ctc > 0 and run.batching != "utterances":
         raise ValueError("loss.phoneme_ctc needs whole utterances: set batching: utterances")
-    if run.trainable not in ("all", "decoder"):
-        raise ValueError(f"trainable must be all or decoder, got {run.trainable!r}")
-    if run.trainable == "decoder" and not run.init_from and not resume:
-        raise ValueError("trainable: decoder continues a trained codec: set init_from to its folder")
+    if run.trainable not in ("all", "decoder", "semantic", "acoustic"):
+        raise ValueError(f"trainable must be all, decoder, semantic or acoustic, got {run.trainable!r}")
+    if run.trainable in ("semantic", "acoustic") and run.model.semantic_source != "whisper":
+        raise ValueError(f"trainable: {run.trainable} is a phase of codec v3: set model.semantic_source: whisper")
+    if run.trainable in ("decoder", "acoustic") and not run.init_from and not resume:
+        raise ValueError(f"trainable: {run.trainable} continues a trained codec: set init_from to its folder")
     if run.init_from and not run.model.phonemes:  # continuing a codec with a phoneme head keeps its inventory
         import json
 
@@ -398,20 +450,20 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=run.batch_size, collate_fn=collate) if len(valid_set) else None
     torch.manual_seed(tc.seed)
     model = MelCodecModel(run.model)
-    loss = CodecLoss(run.model, run.loss, seed=tc.seed, decoder_only=run.trainable == "decoder")
+    loss = CodecLoss(run.model, run.loss, seed=tc.seed, trainable=run.trainable)
     batch_frames = run.batch_frames if run.batching == "utterances" else run.batch_size * run.segment_frames
     if not (resume and any(Path(out_dir, "checkpoints").glob("step-*"))):
         crops = train_set if run.batching == "crops" else SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
         if run.init_from:
-            from engine.melcodec.model import reset_codebook_stats
-
-            load_init(model, run.init_from)
-            reset_codebook_stats(model, _encoder_latents(model, crops, seed=tc.seed), batch_frames)
+            same_source = load_init(model, run.init_from)
+            seed_codebooks(model, crops, batch_frames, seed=tc.seed, reseed=run.reseed if same_source else None)
         else:
             seed_codebooks(model, crops, batch_frames, seed=tc.seed)
-    if run.trainable == "decoder":
+    trained = {"decoder": ("decoder.",), "semantic": ("semantic_adapter.", "phoneme_head."),
+               "acoustic": ("encoder.", "decoder.")}.get(run.trainable)
+    if trained is not None:
         for name, param in model.named_parameters():
-            param.requires_grad_(name.startswith("decoder."))
+            param.requires_grad_(name.startswith(trained))
     trainer = Trainer(model, train_loader, valid_loader, tc, out_dir, loss,
                       export_fn=lambda m, folder: m.save_pretrained(folder),
                       run_config={"codec": run.model.name, "corpus": str(corpus), **{f"model.{k}": v for k, v in dataclasses.asdict(run.model).items()}})
