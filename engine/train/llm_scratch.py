@@ -74,6 +74,9 @@ class ScratchTrainConfig:
     # continue a saved model folder (OUT/final, or the shipped assets/models/demo/semantic): its weights
     # and tokenizer, a fresh optimiser and schedule. Size, text units and family must match the YAML.
     init_from: str = ""
+    # allow init_from a model trained on another codec's units (e.g. demo codec v2 -> v3): the text side
+    # and the prompt format carry over, the unit tokens (same ids, new meaning) are learnt again
+    init_other_codec: bool = False
 
 
 def read_instruction_records(path: str | Path) -> list[dict]:
@@ -211,18 +214,24 @@ def init_tokenizer(folder: str | Path, out: Path):
     return tokenizer
 
 
-def load_init(model, folder: str | Path) -> None:
+def load_init(model, folder: str | Path, other_codec: bool = False) -> None:
     """The weights of the saved model in ``folder`` into ``model`` (built from the YAML and the same
-    tokenizer): a different size, vocabulary, text units or family is refused with what differs."""
+    tokenizer): a different size, vocabulary, text units or family is refused with what differs, and
+    units of another codec unless ``other_codec``."""
     from transformers import LlamaForCausalLM
 
     saved = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "max_position_embeddings", "text_units", "speech_family", "speech_codec")
-    differ = [k for k in keys if getattr(model.config, k, None) != getattr(saved.config, k, None)]
+    differ = [k for k in keys if getattr(model.config, k, None) != getattr(saved.config, k, None)
+              and not (k == "speech_codec" and other_codec)]
     if differ:
         raise ValueError(f"init_from {folder}: its model differs from the training config in {differ}; "
-                         "use the same model settings (model.size, model.text_units, model.family), or train a new model")
+                         "use the same model settings (model.size, model.text_units, model.family), or train a new model"
+                         + (" (units of another codec: set init_other_codec: true)" if differ == ["speech_codec"] else ""))
+    if getattr(model.config, "speech_codec", None) != getattr(saved.config, "speech_codec", None):
+        log.info("init_from %s: its units were %s's, the data's are %s's; the unit tokens are learnt again",
+                 folder, saved.config.speech_codec, model.config.speech_codec)
     model.load_state_dict(saved.state_dict())
     log.info("initialised from %s", folder)
 
@@ -265,7 +274,7 @@ def train_scratch(run: ScratchTrainConfig, data: str | Path, out_dir: str | Path
     model = build_scratch_model(spec.size, tokenizer, spec.max_positions, seed=tc.seed, speech_family=spec.family,
                                 speech_codec=codecs[0] if len(codecs) == 1 else None, **frontend.config_fields())
     if run.init_from and not (resume and any((out / "checkpoints").glob("step-*"))):
-        load_init(model, run.init_from)
+        load_init(model, run.init_from, other_codec=run.init_other_codec)
     n_params = count_parameters(model)
     log.info("scratch:%s: %.2f M parameters, %d tokens in the vocabulary, %d training / %d validation records",
              spec.size, n_params / 1e6, len(tokenizer), len(train_set), len(valid_recs))
