@@ -173,3 +173,21 @@ def test_init_from_a_saved_model_continues_it(tmp_path, codec, one_thread):
     with pytest.raises(ValueError, match="differs from the training config"):
         train_flow_main(common + ["--out", str(tmp_path / "third"), "--max-steps", "1", "--train-set", "model.size=base",
                                   "--train-set", f"init_from={tmp_path / 'first' / 'final'}"])
+    # a model of another codec (e.g. demo codec v2 -> v3): refused unless asked for; then its weights are the
+    # start and the feature statistics are those of this run's codes
+    import shutil
+
+    import yaml
+
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "first" / "final", other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["codec"] = "another-codec"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(Exception, match="another-codec"):
+        train_flow_main(common + ["--out", str(tmp_path / "fourth"), "--max-steps", "1", "--train-set", f"init_from={other}"])
+    assert train_flow_main(common + ["--out", str(tmp_path / "fifth"), "--max-steps", "1", "--train-set", "train.lr=1e-9",
+                                     "--train-set", f"init_from={other}", "--train-set", "init_other_codec=true"]) == 0
+    fifth = FlowModel.from_pretrained(tmp_path / "fifth" / "final", codec="tiny").state_dict()
+    weights = [k for k in a if "feature" not in k and "mean" not in k and "std" not in k]
+    assert weights and all(torch.allclose(a[k].float(), fifth[k].float(), atol=1e-3) for k in weights)

@@ -40,6 +40,9 @@ class FlowTrainConfig:
     # continue from a saved flow model folder (weights and feature statistics; fresh optimiser and
     # schedule): a longer run after a shipped one, or a new schedule. Its architecture must match.
     init_from: str = ""
+    # allow init_from a model trained on another codec's codes (e.g. demo codec v2 -> v3): its weights
+    # are the start, the feature statistics are computed afresh on this run's codes
+    init_other_codec: bool = False
 
 
 class CodebookEmbedder:
@@ -104,8 +107,8 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
     model = build_model(run.model, codec)
     fresh = not (resume and any(Path(out_dir, "checkpoints").glob("step-*")))
     if fresh and run.init_from:
-        load_init(model, run.init_from, codec)
-    elif fresh:
+        load_init(model, run.init_from, codec, other_codec=run.init_other_codec)
+    if fresh and (not run.init_from or run.init_other_codec):
         mean, std = feature_stats(train_set, embed, run.stats_utterances)
         model.set_feature_stats(mean, std)
 
@@ -123,12 +126,15 @@ def train_flow(run: FlowTrainConfig, codec: Codec, data_dir: str | Path, out_dir
     return trainer.fit(progress=progress)
 
 
-def load_init(model: FlowModel, folder: str | Path, codec: Codec) -> None:
+def load_init(model: FlowModel, folder: str | Path, codec: Codec, other_codec: bool = False) -> None:
     """Weights and feature statistics of the saved flow model in ``folder`` into ``model`` (the same
-    architecture, codec and chain; anything else is refused with the fields that differ)."""
-    saved = FlowModel.from_pretrained(folder, codec=codec.name, device="cpu")
+    architecture, codec and chain; anything else is refused with the fields that differ). With
+    ``other_codec`` a model of another codec of the same width is accepted (its statistics are then
+    the caller's to replace)."""
+    saved = FlowModel.from_pretrained(folder, codec=None if other_codec else codec.name, device="cpu")
     ours, theirs = dataclasses.asdict(model.cfg), dataclasses.asdict(saved.cfg)
-    differ = sorted(k for k in ours if k not in ("prompt_dropout",) and ours.get(k) != theirs.get(k))
+    skip = ("prompt_dropout", "codec") if other_codec else ("prompt_dropout",)
+    differ = sorted(k for k in ours if k not in skip and ours.get(k) != theirs.get(k))
     if differ:
         raise ValueError(f"init_from {folder}: its model differs from the training config in {differ}; "
                          "train a new model, or use the same model settings")
