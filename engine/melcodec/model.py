@@ -6,6 +6,7 @@ that ``engine.codec.Codec`` drives it unchanged. Losses live with the trainer (e
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from torch import Tensor, nn
 from engine.errors import ModelUnavailableError
 from engine.melcodec.config import MelCodecConfig
 from engine.melcodec.features import LogMel
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -219,8 +222,14 @@ class MelCodecModel(nn.Module):
         if not self._whisper:
             from engine.melcodec.whisper import WhisperEncoder
 
-            device = "cuda" if next(self.parameters()).is_cuda else "cpu"
-            self._whisper.append(WhisperEncoder(threads=torch.get_num_threads(), device=device))
+            threads = torch.get_num_threads()
+            encoder = None
+            if next(self.parameters()).is_cuda:
+                try:
+                    encoder = WhisperEncoder(threads=threads, device="cuda")
+                except (RuntimeError, ValueError) as exc:  # a CTranslate2 build or driver without CUDA
+                    log.warning("Whisper tiny.en cannot run on the GPU here (%s); it runs on the CPU", exc)
+            self._whisper.append(encoder or WhisperEncoder(threads=threads, device="cpu"))
         return self._whisper[0]
 
     def whisper_features(self, wav: Tensor, samples: list[int]) -> Tensor:
