@@ -353,16 +353,13 @@ def _nearest(x: Tensor, centroids: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _set_layer(book, residual: Tensor, centroids: Tensor, nearest: Tensor, counts: Tensor, batch_frames: int) -> Tensor:
-    """Give one RVQ layer ``centroids`` [K, D] with EMA statistics from ``counts`` [K] (scaled to a
-    training batch of ``batch_frames``); returns ``residual`` [N, D] minus each row's ``nearest`` centroid."""
-    size = counts * (batch_frames / residual.shape[0])
+def _set_layer(book, centroids: Tensor, size: Tensor) -> None:
+    """Give one RVQ layer ``centroids`` [K, D] and the EMA statistics of cluster sizes ``size`` [K]."""
     device = book.embed.device
     book.embed.copy_(centroids.to(device))
     book.cluster_size.copy_(size.to(device))
     book.embed_avg.copy_((centroids * size[:, None]).to(device))
     book.inited.fill_(1.0)
-    return residual - centroids[nearest]
 
 
 @torch.no_grad()
@@ -389,10 +386,10 @@ def set_codebooks(model: MelCodecModel, latents: Tensor, batch_frames: int, rese
         x = first if i == 0 else residual
         if reseed[i]:
             centroids, counts = kmeans(x, book.codebook_size, iters, gen)
-            nearest = _nearest(x, centroids)
         else:
-            centroids = book.embed.detach().float().cpu()
-            nearest = _nearest(x, centroids)
+            centroids, counts = book.embed.detach().float().cpu(), None
+        nearest = _nearest(x, centroids)
+        if counts is None:
             counts = torch.bincount(nearest, minlength=centroids.shape[0]).float()
-        _set_layer(book, x, centroids, nearest, counts, batch_frames)
+        _set_layer(book, centroids, counts * (batch_frames / x.shape[0]))  # counts scaled to one training batch
         residual = residual - centroids[nearest]  # RVQ-1 is subtracted from the latent whatever its input

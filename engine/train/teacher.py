@@ -24,9 +24,6 @@ from engine.melcodec.whisper import DIM, NAME, WhisperEncoder
 
 log = logging.getLogger(__name__)
 
-TEACHER_NAME = NAME
-TEACHER_DIM = DIM
-
 
 @dataclass
 class TeacherCache:
@@ -98,7 +95,7 @@ def build_teacher_cache(
         tmp = folder / f".part-{k:05d}.tmp.npy"
         np.save(tmp, data)
         os.replace(tmp, folder / f"part-{k:05d}.npy")
-        meta = {"teacher": TEACHER_NAME, "dim": TEACHER_DIM, "ids": [u for u, _ in part], "frames": [int(f.shape[0]) for f in feats]}
+        meta = {"teacher": NAME, "dim": DIM, "ids": [u for u, _ in part], "frames": [int(f.shape[0]) for f in feats]}
         tmp_meta = folder / f".part-{k:05d}.json.tmp"
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, folder / f"part-{k:05d}.json")  # written last: marks the part complete

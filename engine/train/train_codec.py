@@ -307,9 +307,9 @@ class CodecLoss:
 
 # ---------------------------------------------------------------------- entry
 def teacher_dir(corpus: str | Path) -> Path:
-    from engine.train.teacher import TEACHER_NAME
+    from engine.melcodec.whisper import NAME
 
-    return Path(corpus) / "teacher" / TEACHER_NAME
+    return Path(corpus) / "teacher" / NAME
 
 
 def ensure_teacher(corpus: str | Path, utterances: list[Utterance], progress: bool = True) -> TeacherCache:
