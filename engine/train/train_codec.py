@@ -456,7 +456,7 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         crops = train_set if run.batching == "crops" else SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
         if run.init_from:
             same_source = load_init(model, run.init_from)
-            seed_codebooks(model, crops, batch_frames, seed=tc.seed, reseed=run.reseed if same_source else None)
+            seed_codebooks(model, crops, batch_frames, utterances=256, seed=tc.seed, reseed=run.reseed if same_source else None)
         else:
             seed_codebooks(model, crops, batch_frames, seed=tc.seed)
     trained = {"decoder": ("decoder.",), "semantic": ("semantic_adapter.", "phoneme_head."),
