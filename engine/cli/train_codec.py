@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the training YAML, e.g. --train-set train.lr=2e-4")
     parser.add_argument("--teacher-only", action="store_true", help="only compute the teacher-feature cache, then stop")
+    parser.add_argument("--decoder-inputs-only", action="store_true",
+                        help="only build the flow outputs that decoder adaptation (`adapt` in the YAML) trains on, then stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.config import REPO_ROOT, from_dict, merge, parse_override, read_yaml
-    from engine.train.train_codec import CodecTrainConfig, select_utterances, ensure_teacher, train_codec
+    from engine.train.train_codec import CodecTrainConfig, decoder_inputs, select_utterances, ensure_teacher, train_codec
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -46,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         train, valid = select_utterances(run, args.corpus)
         cache = ensure_teacher(args.corpus, train + valid, progress=not args.quiet)
         print(f"teacher features for {len(cache)} utterances in {cache.folder}")
+        return 0
+    if args.decoder_inputs_only:
+        if not run.adapt.codes:
+            parser.error("--decoder-inputs-only needs adapt.codes in the training YAML (assets/configs/train/codec_demo_v3_adapt.yaml)")
+        train, valid = select_utterances(run, args.corpus)
+        cache = decoder_inputs(run, train, valid, args.out, progress=not args.quiet)
+        print(f"flow outputs for {len(cache)} utterances in {cache.folder}")
         return 0
     history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
     losses = [h for h in history if "mel_l1" in h]

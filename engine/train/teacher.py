@@ -69,8 +69,14 @@ def build_teacher_cache(
     part_size: int = 500,
     batch_size: int = 8,
     progress: bool = True,
+    name: str = NAME,
+    dim: int = DIM,
+    desc: str = "teacher features",
 ) -> TeacherCache:
-    """Compute and cache teacher features for ``(id, load_wav)`` pairs; parts already written are kept."""
+    """Compute and cache teacher features for ``(id, load_wav)`` pairs; parts already written are kept.
+    The same cache holds any per-frame features: ``teacher`` is then any object whose
+    ``encode_batch(list of what load() returns)`` gives one [T, dim] array per item, and ``name`` /
+    ``dim`` are recorded in each part (engine.train.decoder_inputs stores a flow model's outputs so)."""
     from tqdm.auto import tqdm
 
     folder = Path(folder)
@@ -84,7 +90,7 @@ def build_teacher_cache(
     todo = [(first + k, items[i : i + part_size]) for k, i in enumerate(range(0, len(items), part_size))]
     if todo:
         teacher = teacher or WhisperEncoder()
-    bar = tqdm(total=sum(len(p) for _, p in todo), desc="teacher features", disable=not progress, unit="utt")
+    bar = tqdm(total=sum(len(p) for _, p in todo), desc=desc, disable=not progress, unit="utt")
     for k, part in todo:
         feats: list[np.ndarray] = []
         for b in range(0, len(part), batch_size):
@@ -95,7 +101,7 @@ def build_teacher_cache(
         tmp = folder / f".part-{k:05d}.tmp.npy"
         np.save(tmp, data)
         os.replace(tmp, folder / f"part-{k:05d}.npy")
-        meta = {"teacher": NAME, "dim": DIM, "ids": [u for u, _ in part], "frames": [int(f.shape[0]) for f in feats]}
+        meta = {"teacher": name, "dim": dim, "ids": [u for u, _ in part], "frames": [int(f.shape[0]) for f in feats]}
         tmp_meta = folder / f".part-{k:05d}.json.tmp"
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, folder / f"part-{k:05d}.json")  # written last: marks the part complete

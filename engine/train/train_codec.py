@@ -17,6 +17,9 @@ Losses (they live here, not with the model):
 Codec v3 trains in two phases (``trainable``): ``semantic`` (the Whisper adapter and RVQ-1 with
 the phoneme and fit losses; nothing is decoded) and then ``acoustic`` (mel encoder, decoder and
 RVQ-2..8 with RVQ-1 frozen).
+Decoder adaptation (``trainable: decoder`` with ``adapt``): the decoder also learns to decode what
+the flow model generates for each utterance (frame-aligned, engine.train.decoder_inputs), beside the
+codec's own quantised latent; the codes stay exactly as they are.
 Quantiser dropout (a random number of layers in some batches) teaches the decoder to decode RVQ-1
 alone, so that ``codec --layers 1`` gives speech with the content and an average voice.
 """
@@ -37,6 +40,7 @@ from torch import Tensor
 from engine.melcodec.config import MelCodecConfig
 from engine.melcodec.features import LogMel
 from engine.melcodec.model import MelCodecModel, set_codebooks
+from engine.train.decoder_inputs import AdaptConfig, build_decoder_inputs
 from engine.train.teacher import TeacherCache
 from engine.train.trainer import TrainConfig, Trainer
 
@@ -82,6 +86,9 @@ class CodecTrainConfig:
     # then the next train_fraction -> training
     valid_fraction: float = 0.005
     train_fraction: float = 1.0
+    # trainable: decoder only: teach the decoder to decode the flow model's output too
+    # (engine.train.decoder_inputs; off while adapt.codes is empty)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 # ---------------------------------------------------------------------- data
@@ -105,13 +112,18 @@ def read_corpus(corpus: str | Path, split: str = "train") -> list[Utterance]:
 
 
 class SegmentDataset(torch.utils.data.Dataset):
-    """Random 2 s crops: 16 kHz audio, the same audio at 22.05 kHz, teacher features, a frame mask."""
+    """Random 2 s crops: 16 kHz audio, the same audio at 22.05 kHz, teacher features, a frame mask;
+    with ``given`` (decoder adaptation) also the same frames of a perceptual model's output [T, D],
+    and only the utterances that have one."""
 
     def __init__(self, utterances: list[Utterance], teacher: TeacherCache, cfg: MelCodecConfig, segment_frames: int,
-                 random_crop: bool = True, seed: int = 0):
+                 random_crop: bool = True, seed: int = 0, given: TeacherCache | None = None):
         self.utts = [u for u in utterances if u.id in teacher]
         if len(self.utts) < len(utterances):
             log.warning("%d utterances have no teacher features and are skipped", len(utterances) - len(self.utts))
+        if given is not None:
+            self.utts = [u for u in self.utts if u.id in given]
+        self.given = given
         self.teacher = teacher
         self.cfg = cfg
         self.frames = segment_frames
@@ -149,8 +161,15 @@ class SegmentDataset(torch.utils.data.Dataset):
         mask = np.zeros(T, dtype=np.float32)
         mask[:n] = 1.0
         audio22 = soxr.resample(audio, self.cfg.sample_rate, self.cfg.vocoder_sample_rate).astype(np.float32)
-        return {"wav": torch.from_numpy(audio), "wav22": torch.from_numpy(audio22), "teacher": torch.from_numpy(teacher),
+        item = {"wav": torch.from_numpy(audio), "wav22": torch.from_numpy(audio22), "teacher": torch.from_numpy(teacher),
                 "mask": torch.from_numpy(mask)}
+        if self.given is not None:
+            out = self.given.features(utt.id)  # [frames, D]
+            given = np.zeros((T, out.shape[1]), dtype=np.float32)
+            m = max(min(n, out.shape[0] - start), 0)
+            given[:m] = out[start : start + m]
+            item["given"] = torch.from_numpy(given)
+        return item
 
 
 class UtteranceDataset(torch.utils.data.Dataset):
@@ -211,6 +230,8 @@ def collate(items: list[dict]) -> dict:
     batch = {"wav": _pad([it["wav"] for it in items], frames * hop), "wav22": _pad([it["wav22"] for it in items], n22),
              "teacher": _pad([it["teacher"] for it in items], frames), "mask": _pad([it["mask"] for it in items], frames),
              "lengths": torch.stack([it["mask"].sum().long() for it in items])}
+    if "given" in items[0]:
+        batch["given"] = _pad([it["given"] for it in items], frames)
     if "phonemes" in items[0]:
         batch["phonemes"] = torch.cat([it["phonemes"] for it in items])
         batch["phoneme_lengths"] = torch.tensor([it["phonemes"].numel() for it in items], dtype=torch.long)
@@ -221,10 +242,11 @@ def collate(items: list[dict]) -> dict:
 class CodecLoss:
     """``(model, batch) -> (loss, logs)`` for the trainer."""
 
-    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, trainable: str = "all"):
+    def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, trainable: str = "all", given_share: float = 0.0):
         self.cfg = cfg
         self.w = weights
         self.trainable = trainable
+        self.given_share = given_share  # decoder adaptation: items decoded from batch["given"] (training)
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
         self.rng = np.random.default_rng(seed)
 
@@ -249,6 +271,8 @@ class CodecLoss:
             quantized, _codes, commit, rvq1, semantic_in = model.quantize(latent, batch["teacher"], n_q=n_q)
         loss = quantized.new_zeros(())
         logs: dict = {"n_q": n_q}
+        if "given" in batch and phase == "decoder":
+            return self.adapt_loss(model, quantized, batch, logs)
         if phase != "semantic":
             mel_l1 = self.mel_loss(model, quantized, batch)
             loss = loss + self.w.mel * mel_l1
@@ -276,6 +300,21 @@ class CodecLoss:
             if per is not None:
                 logs["phoneme_error"] = per
         return loss, logs
+
+    def adapt_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict, logs: dict) -> tuple[Tensor, dict]:
+        """Decoder adaptation: in training, a random ``given_share`` of the items is decoded from the
+        perceptual model's output instead of the codec's quantised latent; in validation both are
+        scored on every item (``mel_l1``: the codec's own codes, ``mel_l1_given``: the flow output)."""
+        given = batch["given"].to(quantized.dtype).transpose(1, 2)  # [B, T, D] -> [B, D, T]
+        if model.training:
+            use = torch.from_numpy(self.rng.random(given.shape[0]) < self.given_share).to(given.device)  # [B]
+            mel_l1 = self.mel_loss(model, torch.where(use[:, None, None], given, quantized), batch)
+            logs["mel_l1"] = mel_l1.detach()
+            logs["given_items"] = float(use.float().mean())
+            return self.w.mel * mel_l1, logs
+        own, from_given = self.mel_loss(model, quantized, batch), self.mel_loss(model, given, batch)
+        logs["mel_l1"], logs["mel_l1_given"] = float(own.detach()), float(from_given.detach())  # plain floats: validation metrics
+        return self.w.mel * ((1 - self.given_share) * own + self.given_share * from_given), logs
 
     def mel_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict) -> Tensor:
         """L1 between the decoder's vocoder mel of ``quantized`` [B, D, T] and the input's, on real frames."""
@@ -409,6 +448,29 @@ def _encoder_latents(model: MelCodecModel, dataset, count: int = 256, seed: int 
     return torch.cat(latents), torch.cat(teacher)
 
 
+def adapt_utterances(run: CodecTrainConfig, train: list[Utterance], valid: list[Utterance]) -> list[Utterance]:
+    """The utterances that get a flow output for decoder adaptation: ``adapt.fraction`` of the
+    training ones (by ``id_hash``, so the choice is stable) and every validation one."""
+    hi = run.valid_fraction + run.adapt.fraction * run.train_fraction
+    return [u for u in train if id_hash(u.id) < hi] + valid
+
+
+def decoder_inputs(run: CodecTrainConfig, train: list[Utterance], valid: list[Utterance], out_dir: str | Path,
+                   progress: bool = True) -> TeacherCache:
+    """The flow outputs that decoder adaptation trains on, built once in ``adapt.cache`` (default OUT/decoder_inputs)."""
+    if run.trainable != "decoder":
+        raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder")
+    if not run.init_from:
+        raise ValueError("adapt continues a trained codec: set init_from to the folder of the codec that made adapt.codes")
+    if run.batching != "crops":
+        raise ValueError("adapt trains on 2 s crops: set batching: crops")
+    if not 0.0 <= run.adapt.share <= 1.0 or not 0.0 < run.adapt.fraction <= 1.0:
+        raise ValueError(f"adapt.share must be in [0, 1] and adapt.fraction in (0, 1], got {run.adapt.share} and {run.adapt.fraction}")
+    folder = Path(run.adapt.cache or Path(out_dir) / "decoder_inputs")
+    ids = [u.id for u in adapt_utterances(run, train, valid)]
+    return build_decoder_inputs(run.adapt, ids, folder, run.model.name, progress=progress)
+
+
 def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train and export to ``out_dir/final`` (config.json + model.safetensors)."""
     from engine.train.codes_data import LengthBucketSampler
@@ -432,6 +494,9 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
     train, valid = select_utterances(run, corpus)
     teacher = ensure_teacher(corpus, train + valid, progress=progress)
     tc = run.train
+    given = None
+    if run.adapt.codes:
+        given = decoder_inputs(run, train, valid, out_dir, progress=progress)
     if run.batching == "utterances":
         phonemes = phoneme_targets(run, corpus, train + valid) if run.loss.phoneme_ctc > 0 else None
         train_set = UtteranceDataset(train, teacher, run.model, phonemes, run.max_frames)
@@ -442,15 +507,15 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         valid_loader = (torch.utils.data.DataLoader(valid_set, batch_sampler=LengthBucketSampler(valid_set.lengths, run.batch_frames, shuffle=False),
                                                     collate_fn=collate) if len(valid_set) else None)
     else:
-        train_set = SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
-        valid_set = SegmentDataset(valid, teacher, run.model, run.segment_frames, random_crop=False)
+        train_set = SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed, given=given)
+        valid_set = SegmentDataset(valid, teacher, run.model, run.segment_frames, random_crop=False, given=given)
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=run.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                                                    num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0,
                                                    generator=torch.Generator().manual_seed(tc.seed))
         valid_loader = torch.utils.data.DataLoader(valid_set, batch_size=run.batch_size, collate_fn=collate) if len(valid_set) else None
     torch.manual_seed(tc.seed)
     model = MelCodecModel(run.model)
-    loss = CodecLoss(run.model, run.loss, seed=tc.seed, trainable=run.trainable)
+    loss = CodecLoss(run.model, run.loss, seed=tc.seed, trainable=run.trainable, given_share=run.adapt.share if given is not None else 0.0)
     batch_frames = run.batch_frames if run.batching == "utterances" else run.batch_size * run.segment_frames
     if not (resume and any(Path(out_dir, "checkpoints").glob("step-*"))):
         crops = train_set if run.batching == "crops" else SegmentDataset(train, teacher, run.model, run.segment_frames, seed=tc.seed)
