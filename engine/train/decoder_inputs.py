@@ -60,12 +60,6 @@ class _FlowOutputs:
         return [self.perceptual.generate(j.tokens, j.prompt, seed=j.seed).numpy() for j in jobs]
 
 
-def _stable_seed(text: str) -> int:
-    import hashlib
-
-    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16)
-
-
 def build_decoder_inputs(adapt: AdaptConfig, ids: list[str], folder: str | Path, codec_name: str, progress: bool = True) -> TeacherCache:
     """The flow model's complete embedding for each utterance in ``ids`` (those in ``adapt.codes``),
     cached in ``folder`` (resumable). ``codec_name``: the codec being adapted; the codes and the
@@ -105,7 +99,7 @@ def build_decoder_inputs(adapt: AdaptConfig, ids: list[str], folder: str | Path,
             p = data[rng.choice(others)]  # [8, P]
             start = rng.randint(0, max(p.shape[1] - prompt_frames, 0))
             prompt = Prompt.from_codes(p[:, start : start + prompt_frames], codec)
-            return _Job(data[i][0], prompt, (adapt.seed * 1_000_003 + _stable_seed(uid)) % 2**31)
+            return _Job(data[i][0], prompt, rng.randrange(2**31))  # the flow's noise seed: also a function of (seed, id)
         return uid, load
 
     wanted.sort(key=lambda uid: (data.entries[by_id[uid]].frames, uid))
