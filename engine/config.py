@@ -41,6 +41,9 @@ class PipelineConfig:
     max_text_chars: int = 2000  # longest TTS text accepted
     max_chat_chars: int = 2000  # longest typed chat message accepted
     chunk_chars: int = 250  # TTS text is split at sentence boundaries into chunks of at most this size
+    # chat with a reply writer: its first spoken piece is cut at the first clause boundary (, ; :) after at
+    # least this many characters, so audio need not wait for a long first sentence; 0 = whole sentences
+    chat_first_chars: int = 0
     # TTS audio starts after the first sentence chunk's first this-many units (50 Hz; rounded up to
     # semantic.unit_chunk), the rest of that chunk continuing it seamlessly; 0 = after the whole chunk
     tts_first_frames: int = 50

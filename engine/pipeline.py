@@ -281,7 +281,8 @@ class Engine:
             return self.semantic
         from engine.semantic.reply_writer import WrittenReplyChat
 
-        return WrittenReplyChat(self.semantic_for("asr"), self.reply_writer, self.semantic_for("tts"), self.config.pipeline.chunk_chars)
+        return WrittenReplyChat(self.semantic_for("asr"), self.reply_writer, self.semantic_for("tts"),
+                                self.config.pipeline.chunk_chars, self.config.pipeline.chat_first_chars)
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind

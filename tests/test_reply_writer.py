@@ -78,6 +78,17 @@ def test_sentence_stream_speaks_each_sentence_once_complete():
     assert stream.finish() == ["Bye"]
 
 
+def test_sentence_stream_cuts_the_first_piece_at_a_clause_once_long_enough():
+    stream = rw.SentenceStream(max_chars=250, first_chars=20)
+    out = [stream.push(piece) for piece in ["Yes, the capital", " of France is Paris,", " a city of", " 2,000,000 people, on the Seine.", " Bye"]]
+    # "Yes," is too short to speak alone; "...Paris," is the first clause past 20 characters; later
+    # clauses wait for their sentence, and "2,000,000" is a number, not a boundary
+    assert out == [[], [], ["Yes, the capital of France is Paris,"], [], ["a city of 2,000,000 people, on the Seine."]]
+    assert stream.finish() == ["Bye"]
+    plain = rw.SentenceStream(max_chars=250)
+    assert plain.push("Yes, the capital of France is Paris, a city") == []  # first_chars 0: whole sentences
+
+
 def test_writer_streams_what_it_writes_and_sees_the_history(writer_dir):
     writer = rw.ReplyWriter.from_spec(str(writer_dir), ReplyWriterConfig(max_new_tokens=20, max_sentences=0, system_prompt="Be brief."))
     deltas = list(writer.stream([], "hello"))

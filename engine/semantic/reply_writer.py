@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence, Union
@@ -199,24 +200,37 @@ def sentence_ended(text: str) -> bool:
 
 class SentenceStream:
     """Cuts streamed text into sentences as soon as each is complete (pysbd, via ``split_sentences``;
-    an over-long sentence is cut at ``max_chars``)."""
+    an over-long sentence is cut at ``max_chars``). With ``first_chars`` > 0 the reply's first piece is
+    cut sooner: at the first clause boundary (, ; :) that follows at least ``first_chars`` characters,
+    so that the first audio need not wait for a long first sentence to be written."""
 
-    def __init__(self, max_chars: int = 250):
+    def __init__(self, max_chars: int = 250, first_chars: int = 0):
         self.max_chars = max_chars
+        self.first_chars = first_chars
         self.buffer = ""
+        self.emitted = False
 
     def push(self, delta: str) -> list[str]:
-        """Add ``delta``; the sentences it completed."""
+        """Add ``delta``; the sentences (or first clause) it completed."""
         self.buffer += delta
         if not self.buffer.strip():
             return []
         pieces = split_sentences(self.buffer, max_chars=self.max_chars)
-        if len(pieces) < 2:
-            return []
-        last = pieces[-1]
-        cut = self.buffer.rfind(last)
-        self.buffer = self.buffer[cut:] if cut >= 0 else last
-        return pieces[:-1]
+        if len(pieces) >= 2:
+            last = pieces[-1]
+            cut = self.buffer.rfind(last)
+            self.buffer = self.buffer[cut:] if cut >= 0 else last
+            self.emitted = True
+            return pieces[:-1]
+        if not self.emitted and self.first_chars > 0:
+            text = self.buffer.lstrip()
+            # a boundary followed by more text: the clause is finished, not a number such as "1,000" being written
+            for m in re.finditer(r"[,;:](?=\s+\S)", text):
+                if m.start() >= self.first_chars:
+                    self.buffer = text[m.end():].lstrip()
+                    self.emitted = True
+                    return [text[:m.end()]]
+        return []
 
     def finish(self) -> list[str]:
         """The rest of the text, as sentences."""
@@ -228,11 +242,12 @@ class WrittenReplyChat:
     """Chat through the chain of modality with the reply text from a separate writer:
     ASR on ``asr``, reply text from ``writer``, TTS on ``tts`` (sentence by sentence, as it streams)."""
 
-    def __init__(self, asr: SemanticModel, writer: ReplyWriter, tts: SemanticModel, max_chars: int = 250):
+    def __init__(self, asr: SemanticModel, writer: ReplyWriter, tts: SemanticModel, max_chars: int = 250, first_chars: int = 0):
         self.asr = asr
         self.writer = writer
         self.tts = tts
         self.max_chars = max_chars
+        self.first_chars = first_chars
 
     def stream_respond(self, history: Conversation, user: Union[str, list[int]], sampling: SamplingConfig) -> Iterator[ChatEvent]:
         """Transcript (spoken input), reply text deltas, unit chunks, then ReplyDone - the events of
@@ -248,7 +263,7 @@ class WrittenReplyChat:
         else:
             transcript = str(user)
         past = [(t.transcript or t.user_text or "", t.reply_text) for t in history.turns[-self.writer.cfg.history_turns:]] if self.writer.cfg.history_turns > 0 else []
-        sentences = SentenceStream(self.max_chars)
+        sentences = SentenceStream(self.max_chars, self.first_chars)
         text_parts: list[str] = []
         reply_units: list[int] = []
         spoken_count = 0
