@@ -11,7 +11,7 @@ TINY_NOTE = ("**Tiny profile**: the models are small and random — the app work
 # how to switch to the other models, per profile (the banner and the Status tab)
 PROFILE_SWITCH = {
     "demo": ("Demo models (small, trained here, CPU, offline). They are below their quality goals: expect some words "
-             "wrong (about one in three for speech made from text) and voices close to the training voices (the measured "
+             "wrong (about one in four for speech made from text) and voices close to the training voices (the measured "
              "scores are in the model cards, "
              "`assets/models/demo/*/README.md`). For the full models (public checkpoints: ~16 GB, a GPU advised) "
              "fetch them (`.venv/bin/python -m engine info --profile full` lists the commands) and start with `--profile full`."),
