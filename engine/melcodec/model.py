@@ -93,13 +93,16 @@ class MelDecoder(nn.Module):
         self.norm = nn.LayerNorm(c)
         self.out = nn.Linear(c, 2 * cfg.vocoder_n_mels)  # two mel frames per 50 Hz step
 
+    def hidden(self, latent: Tensor) -> Tensor:
+        """The decoder's last hidden state [B, T, C] (normalised): what the mel and the istft head read."""
+        return self.norm(self.blocks(self.inp(latent)).transpose(1, 2))
+
     def forward(self, latent: Tensor, start_frame: int = 0) -> Tensor:
         """``start_frame``: the codec frame the latent starts at. The mel is interpolated to the
         vocoder frames of one fixed time grid (see ``vocoder_frames``), so a window of an utterance
         decodes to the same mel frames as the whole (but for its edges)."""
         b, _, frames = latent.shape
-        x = self.blocks(self.inp(latent))
-        y = self.out(self.norm(x.transpose(1, 2)))  # [B, T, 2 * 80]
+        y = self.out(self.hidden(latent))  # [B, T, 2 * 80]
         mel = y.reshape(b, 2 * frames, self.cfg.vocoder_n_mels).transpose(1, 2)  # [B, 80, 2T] at 100 Hz
         first, count = vocoder_frames(self.cfg, start_frame, frames)
         c = self.cfg
@@ -112,6 +115,37 @@ class MelDecoder(nn.Module):
         w = (src - lo).to(mel.dtype)
         mel = mel[..., lo] * (1 - w) + mel[..., hi] * w  # [B, 80, M]
         return mel * 2.5 - 5.0
+
+
+class ISTFTHead(nn.Module):
+    """Codec v4's waveform head (after Vocos, Siuzdak 2023): the mel decoder's hidden state [B, T, C]
+    at 50 Hz -> ConvNeXt blocks -> log-magnitude and phase of ``hop_length / wave_hop`` STFT frames per
+    step -> inverse STFT -> waveform [B, 1, T * hop_length] at the codec's rate. Each codec frame owns
+    exactly its samples (no resampling, no fractional grid), so windows of an utterance join."""
+
+    def __init__(self, cfg: MelCodecConfig):
+        super().__init__()
+        h = cfg.wave_channels
+        self.n_fft, self.hop = cfg.wave_n_fft, cfg.wave_hop
+        self.per_frame = cfg.hop_length // cfg.wave_hop
+        self.bins = cfg.wave_n_fft // 2 + 1
+        self.inp = nn.Conv1d(cfg.channels, h, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(h, cfg.kernel_size, 3.0) for _ in range(cfg.wave_blocks)])
+        self.norm = nn.LayerNorm(h)
+        self.out = nn.Linear(h, self.per_frame * 2 * self.bins)
+        self.register_buffer("window", torch.hann_window(cfg.wave_n_fft), persistent=False)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        b, frames, _ = hidden.shape
+        x = self.blocks(self.inp(hidden.transpose(1, 2)))  # [B, H, T]
+        y = self.out(self.norm(x.transpose(1, 2)))  # [B, T, k * 2 * F]
+        y = y.float().reshape(b, frames * self.per_frame, 2, self.bins)  # [B, N, 2, F], N = k T STFT frames
+        mag = torch.exp(y[:, :, 0].clamp(max=6.0))  # exp(6) ~ 400: a bound on the magnitude, as in Vocos
+        phase = y[:, :, 1]
+        spec = torch.polar(mag, phase).transpose(1, 2)  # [B, F, N] complex
+        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window.to(spec.device), center=True,
+                          length=frames * self.per_frame * self.hop)
+        return wav[:, None]  # [B, 1, T * hop_length]
 
 
 def vocoder_frames(cfg: MelCodecConfig, start_frame: int, frames: int) -> tuple[int, int]:
@@ -142,10 +176,11 @@ def vocoder_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class WaveDecoder(nn.Module):
-    """Latent [B, D, T] -> waveform [B, 1, T * 320] at 16 kHz: mel decoder, HiFi-GAN, resampling.
+    """Latent [B, D, T] -> waveform [B, 1, T * 320] at 16 kHz: mel decoder, then HiFi-GAN and
+    resampling (``vocoder: hifigan-universal``) or the codec's own istft head (``vocoder: istft``).
 
-    The vocoder is frozen and comes from its own package, so it is held outside this module's
-    parameters (never saved with the codec) and always runs in float32."""
+    HiFi-GAN is frozen and comes from its own package, so it is held outside this module's
+    parameters (never saved with the codec)."""
 
     grid_aware = True  # forward takes the window's start frame (Codec.decode passes it)
 
@@ -153,6 +188,7 @@ class WaveDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.mel = MelDecoder(cfg)
+        self.wave = ISTFTHead(cfg) if cfg.vocoder == "istft" else None  # codec v4: its own waveform head
         self._vocoder: list[nn.Module] = []
 
     @property
@@ -186,6 +222,8 @@ class WaveDecoder(nn.Module):
 
     def forward(self, latent: Tensor, start_frame: int = 0) -> Tensor:
         """``start_frame``: where the latent's window starts in its utterance (for pieces that join)."""
+        if self.wave is not None:  # every codec frame owns its 320 samples: the window's start does not matter
+            return self.wave(self.mel.hidden(latent))
         return self.vocode(self.mel(latent, start_frame), latent.shape[-1], start_frame)
 
 

@@ -76,7 +76,9 @@ class CodecTrainConfig:
     # all: the whole codec; decoder: only the decoder (encoder, codebooks and heads frozen, so the codes
     # of a continued codec stay exactly as they were and models trained on them stay valid).
     # v3 (semantic_source: whisper) only: semantic: the Whisper adapter, RVQ-1 and the phoneme head
-    # (nothing is decoded); acoustic: mel encoder, decoder and RVQ-2..8, RVQ-1 frozen
+    # (nothing is decoded); acoustic: mel encoder, decoder and RVQ-2..8, RVQ-1 frozen.
+    # wave (model.vocoder: istft): only the istft head, on the frozen decoder's hidden state, against
+    # the recording's waveform (multi-scale mel loss); codes and mel decoder stay exactly as they were
     trainable: str = "all"
     # RVQ layers (1-based) seeded afresh by k-means when a run starts from init_from (e.g. RVQ-2..8 after
     # the semantic phase moved RVQ-1); every layer is when init_from's RVQ-1 came from another source
@@ -243,11 +245,15 @@ class CodecLoss:
     """``(model, batch) -> (loss, logs)`` for the trainer."""
 
     def __init__(self, cfg: MelCodecConfig, weights: CodecLossConfig, seed: int = 0, trainable: str = "all", given_share: float = 0.0):
+        from engine.train.wave_loss import MultiScaleMelLoss
+
         self.cfg = cfg
         self.w = weights
         self.trainable = trainable
         self.given_share = given_share  # decoder adaptation: items decoded from batch["given"] (training)
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
+        self.wave = MultiScaleMelLoss(cfg.sample_rate) if trainable == "wave" else None
+        self.metric = "wave_l1" if trainable == "wave" else "mel_l1"  # what the decoder's loss is logged as
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, model: MelCodecModel, batch: dict) -> tuple[Tensor, dict]:
@@ -257,27 +263,28 @@ class CodecLoss:
         if model.training and self.rng.random() < self.w.quantizer_dropout:
             n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
         # frozen parts in eval mode: that stops the codebooks' EMA updates
-        if phase in ("decoder", "semantic"):
+        frozen_codes = phase in ("decoder", "wave")
+        if phase in ("decoder", "semantic", "wave"):
             model.encoder.eval()
-        if phase == "decoder":
+        if frozen_codes:
             model.quantizer.eval()
         if phase == "semantic":
             n_q = 1  # nothing is decoded: RVQ-1 alone
         if phase == "acoustic":
             model.quantizer.vq.layers[0].eval()
-        with torch.no_grad() if phase in ("decoder", "semantic") else contextlib.nullcontext():
+        with torch.no_grad() if phase in ("decoder", "semantic", "wave") else contextlib.nullcontext():
             latent = model.encoder(wav[:, None])  # [B, D, T]
-        with torch.no_grad() if phase == "decoder" else contextlib.nullcontext():
+        with torch.no_grad() if frozen_codes else contextlib.nullcontext():
             quantized, _codes, commit, rvq1, semantic_in = model.quantize(latent, batch["teacher"], n_q=n_q)
         loss = quantized.new_zeros(())
         logs: dict = {"n_q": n_q}
-        if "given" in batch and phase == "decoder":
+        if "given" in batch and frozen_codes:
             return self.adapt_loss(model, quantized, batch, logs)
         if phase != "semantic":
-            mel_l1 = self.mel_loss(model, quantized, batch)
-            loss = loss + self.w.mel * mel_l1
-            logs["mel_l1"] = mel_l1.detach()
-        if phase == "decoder":
+            dec = self.decode_loss(model, quantized, batch)
+            loss = loss + self.w.mel * dec
+            logs[self.metric] = dec.detach()
+        if frozen_codes:
             return loss, logs
         loss = loss + self.w.commit * commit
         logs["commit"] = commit.detach()
@@ -308,13 +315,27 @@ class CodecLoss:
         given = batch["given"].to(quantized.dtype).transpose(1, 2)  # [B, T, D] -> [B, D, T]
         if model.training:
             use = torch.from_numpy(self.rng.random(given.shape[0]) < self.given_share).to(given.device)  # [B]
-            mel_l1 = self.mel_loss(model, torch.where(use[:, None, None], given, quantized), batch)
-            logs["mel_l1"] = mel_l1.detach()
+            dec = self.decode_loss(model, torch.where(use[:, None, None], given, quantized), batch)
+            logs[self.metric] = dec.detach()
             logs["given_items"] = float(use.float().mean())
-            return self.w.mel * mel_l1, logs
-        own, from_given = self.mel_loss(model, quantized, batch), self.mel_loss(model, given, batch)
-        logs["mel_l1"], logs["mel_l1_given"] = float(own.detach()), float(from_given.detach())  # plain floats: validation metrics
+            return self.w.mel * dec, logs
+        own, from_given = self.decode_loss(model, quantized, batch), self.decode_loss(model, given, batch)
+        logs[self.metric], logs[f"{self.metric}_given"] = float(own.detach()), float(from_given.detach())  # plain floats: validation metrics
         return self.w.mel * ((1 - self.given_share) * own + self.given_share * from_given), logs
+
+    def decode_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict) -> Tensor:
+        """The decoder's loss on ``quantized`` [B, D, T]: the vocoder mel's L1, or (``trainable: wave``) the
+        istft head's waveform against the recording (multi-scale mel; the frozen decoder runs without gradients)."""
+        if self.wave is None:
+            return self.mel_loss(model, quantized, batch)
+        if model.decoder.wave is None:
+            raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
+        with torch.no_grad():
+            hidden = model.decoder.mel.hidden(quantized)  # [B, T, C]
+        pred = model.decoder.wave(hidden)[:, 0]  # [B, S]
+        self.wave.to(pred.device)
+        mask = batch["mask"].repeat_interleave(self.cfg.hop_length, dim=1)[:, : pred.shape[-1]]  # [B, S]
+        return self.wave(pred, batch["wav"][:, : pred.shape[-1]], mask)
 
     def mel_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict) -> Tensor:
         """L1 between the decoder's vocoder mel of ``quantized`` [B, D, T] and the input's, on real frames."""
@@ -408,7 +429,7 @@ def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[
 def load_init(model: MelCodecModel, folder: str | Path) -> bool:
     """Weights of a saved codec into ``model`` (same architecture; a phoneme head it lacks starts
     fresh; a v1 / v2 codec continued as v3 gives its encoder, decoder and heads, and the Whisper
-    adapter starts fresh). The codebooks' EMA statistics are not saved: rebuild them with
+    adapter starts fresh; an istft head the saved codec lacks starts fresh). The codebooks' EMA statistics are not saved: rebuild them with
     ``seed_codebooks``. Returns whether the saved codec's RVQ-1 came from the same source."""
     from safetensors.torch import load_file
 
@@ -428,7 +449,8 @@ def load_init(model: MelCodecModel, folder: str | Path) -> bool:
         state = {k: v for k, v in state.items() if not k.startswith("semantic_head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS and not k.startswith("phoneme_head.")
-               and not (k.startswith("semantic_adapter.") and not same_source)]
+               and not (k.startswith("semantic_adapter.") and not same_source)
+               and not (k.startswith("decoder.wave.") and not any(s.startswith("decoder.wave.") for s in state))]
     if missing or unexpected:
         raise ValueError(f"init_from {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return same_source
@@ -458,8 +480,8 @@ def adapt_utterances(run: CodecTrainConfig, train: list[Utterance], valid: list[
 def decoder_inputs(run: CodecTrainConfig, train: list[Utterance], valid: list[Utterance], out_dir: str | Path,
                    progress: bool = True) -> TeacherCache:
     """The flow outputs that decoder adaptation trains on, built once in ``adapt.cache`` (default OUT/decoder_inputs)."""
-    if run.trainable != "decoder":
-        raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder")
+    if run.trainable not in ("decoder", "wave"):
+        raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder or wave")
     if not run.init_from:
         raise ValueError("adapt continues a trained codec: set init_from to the folder of the codec that made adapt.codes")
     if run.batching != "crops":
@@ -479,11 +501,13 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         raise ValueError(f"batching must be crops or utterances, got {run.batching!r}")
     if run.loss.phoneme_ctc > 0 and run.batching != "utterances":
         raise ValueError("loss.phoneme_ctc needs whole utterances: set batching: utterances")
-    if run.trainable not in ("all", "decoder", "semantic", "acoustic"):
-        raise ValueError(f"trainable must be all, decoder, semantic or acoustic, got {run.trainable!r}")
+    if run.trainable not in ("all", "decoder", "semantic", "acoustic", "wave"):
+        raise ValueError(f"trainable must be all, decoder, semantic, acoustic or wave, got {run.trainable!r}")
+    if run.trainable == "wave" and run.model.vocoder != "istft":
+        raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
     if run.trainable in ("semantic", "acoustic") and run.model.semantic_source != "whisper":
         raise ValueError(f"trainable: {run.trainable} is a phase of codec v3: set model.semantic_source: whisper")
-    if run.trainable in ("decoder", "acoustic") and not run.init_from and not resume:
+    if run.trainable in ("decoder", "acoustic", "wave") and not run.init_from and not resume:
         raise ValueError(f"trainable: {run.trainable} continues a trained codec: set init_from to its folder")
     if run.init_from and not run.model.phonemes:  # continuing a codec with a phoneme head keeps its inventory
         import json
@@ -525,7 +549,7 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         else:
             seed_codebooks(model, crops, batch_frames, seed=tc.seed)
     trained = {"decoder": ("decoder.",), "semantic": ("semantic_adapter.", "phoneme_head."),
-               "acoustic": ("encoder.", "decoder.")}.get(run.trainable)
+               "acoustic": ("encoder.", "decoder."), "wave": ("decoder.wave.",)}.get(run.trainable)
     if trained is not None:
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(trained))
