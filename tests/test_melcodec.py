@@ -227,6 +227,7 @@ def test_shipped_demo_codec_loads_and_speaks():
     codec = Codec.from_config(cfg, device="cpu")
     assert codec.name == "demo-v3" and codec.n_q == 8 and codec.codebook_size == 1024
     assert codec.model.semantic_adapter is not None  # RVQ-1 from Whisper tiny.en's encoder
+    assert codec.model.decoder.wave is not None  # v4: its own istft head, no HiFi-GAN
     assert codec.model.phoneme_head is not None and len(codec.model.cfg.phonemes) == codec.model.phoneme_head.out_features - 1
     size = sum(p.stat().st_size for p in (REPO / "assets/models/demo/codec").iterdir())
     assert size < 40e6

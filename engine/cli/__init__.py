@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "chat": "one spoken chat turn: question audio in, transcript + reply text + spoken reply out",
     "voices": "manage the voice library (list, add, rename, delete)",
     "codec": "resynthesise audio through the codec (all 8 RVQ layers, or RVQ-1 only)",
-    "train-codec": "train the demo codec (SpeechTokenizer recipe: RVQ-1 distilled from Whisper, mel decoder + HiFi-GAN)",
+    "train-codec": "train the demo codec (SpeechTokenizer recipe: RVQ-1 distilled from Whisper, mel decoder + istft head or HiFi-GAN)",
     "extract": "encode a corpus with the codec into sharded RVQ codes for training",
     "train-flow": "train the flow-matching perceptual model (accelerate: CPU, GPU, multi-GPU)",
     "train-soundstorm": "train the SoundStorm perceptual baseline",
