@@ -13,7 +13,7 @@ import torch
 
 from engine.codec import Codec
 from engine.melcodec import MelCodecConfig, MelCodecModel
-from test_melcodec import REPO, TINY, corpus  # noqa: F401  (the module-scoped corpus fixture)
+from test_melcodec import REPO, TINY, corpus, crops_and_model  # noqa: F401  (the module-scoped corpus fixture)
 
 TINY_WAVE = dataclasses.replace(TINY, vocoder="istft", wave_channels=24, wave_blocks=1)
 
@@ -64,15 +64,9 @@ def test_multiscale_mel_loss():
 
 
 def test_wave_phase_trains_only_the_head(corpus):  # noqa: F811
-    from engine.train.train_codec import CodecLoss, CodecLossConfig, SegmentDataset, collate, ensure_teacher, read_corpus, seed_codebooks
+    from engine.train.train_codec import CodecLoss, CodecLossConfig
 
-    utts = read_corpus(corpus, "train")
-    teacher = ensure_teacher(corpus, utts, progress=False)
-    data = SegmentDataset(utts, teacher, TINY_WAVE, segment_frames=20)
-    batch = collate([data[i] for i in range(len(data))])
-    torch.manual_seed(0)
-    model = MelCodecModel(TINY_WAVE).train()
-    seed_codebooks(model, data, batch_frames=60)
+    model, batch = crops_and_model(corpus, TINY_WAVE)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("decoder.wave."))
     books = [layer._codebook.embed.clone() for layer in model.quantizer.vq.layers]

@@ -143,18 +143,23 @@ def test_teacher_features_are_50hz_and_cached(corpus, tmp_path):
     assert sum(calls) == len(wavs) and len(again) == len(wavs)  # nothing recomputed
 
 
-def test_every_loss_trains_its_part(corpus):
-    from engine.train.train_codec import CodecLoss, CodecLossConfig, SegmentDataset, collate, ensure_teacher, read_corpus
+def crops_and_model(corpus: Path, cfg: MelCodecConfig) -> tuple[MelCodecModel, dict]:
+    """A codec of ``cfg`` in training mode with k-means-seeded codebooks, and one batch of 20-frame crops
+    of the corpus's training split."""
+    from engine.train.train_codec import SegmentDataset, collate, ensure_teacher, read_corpus, seed_codebooks
 
     utts = read_corpus(corpus, "train")
-    teacher = ensure_teacher(corpus, utts, progress=False)
-    data = SegmentDataset(utts, teacher, TINY, segment_frames=20)
-    batch = collate([data[i] for i in range(len(data))])
+    data = SegmentDataset(utts, ensure_teacher(corpus, utts, progress=False), cfg, segment_frames=20)
     torch.manual_seed(0)
-    model = MelCodecModel(TINY).train()
-    from engine.train.train_codec import seed_codebooks
-
+    model = MelCodecModel(cfg).train()
     seed_codebooks(model, data, batch_frames=60)
+    return model, collate([data[i] for i in range(len(data))])
+
+
+def test_every_loss_trains_its_part(corpus):
+    from engine.train.train_codec import CodecLoss, CodecLossConfig
+
+    model, batch = crops_and_model(corpus, TINY)
     for weights, part in ((CodecLossConfig(mel=1, semantic=0, commit=0, quantizer_dropout=0), model.decoder.mel.out.weight),
                           (CodecLossConfig(mel=0, semantic=1, commit=0, quantizer_dropout=0), model.semantic_head.weight),
                           (CodecLossConfig(mel=0, semantic=0, commit=1, quantizer_dropout=0), model.encoder.out.weight)):
