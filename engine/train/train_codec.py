@@ -252,6 +252,8 @@ class CodecLoss:
         self.trainable = trainable
         self.given_share = given_share  # decoder adaptation: items decoded from batch["given"] (training)
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
+        if trainable == "wave" and cfg.vocoder != "istft":
+            raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
         self.wave = MultiScaleMelLoss(cfg.sample_rate) if trainable == "wave" else None
         self.metric = "wave_l1" if trainable == "wave" else "mel_l1"  # what the decoder's loss is logged as
         self.rng = np.random.default_rng(seed)
@@ -328,8 +330,6 @@ class CodecLoss:
         istft head's waveform against the recording (multi-scale mel; the frozen decoder runs without gradients)."""
         if self.wave is None:
             return self.mel_loss(model, quantized, batch)
-        if model.decoder.wave is None:
-            raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
         with torch.no_grad():
             hidden = model.decoder.mel.hidden(quantized)  # [B, T, C]
         pred = model.decoder.wave(hidden)[:, 0]  # [B, S]
@@ -447,10 +447,11 @@ def load_init(model: MelCodecModel, folder: str | Path) -> bool:
     same_source = any(k.startswith("semantic_adapter.") for k in state) == (model.semantic_adapter is not None)
     if not same_source:  # v1 / v2 -> v3: the distillation head has no place in v3, its adapter starts fresh
         state = {k: v for k, v in state.items() if not k.startswith("semantic_head.")}
+    saved_wave_head = any(k.startswith("decoder.wave.") for k in state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _TRAINING_BUFFERS and not k.startswith("phoneme_head.")
                and not (k.startswith("semantic_adapter.") and not same_source)
-               and not (k.startswith("decoder.wave.") and not any(s.startswith("decoder.wave.") for s in state))]
+               and not (k.startswith("decoder.wave.") and not saved_wave_head)]
     if missing or unexpected:
         raise ValueError(f"init_from {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return same_source
