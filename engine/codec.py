@@ -338,11 +338,12 @@ class Codec:
 
     # ------------------------------------------------------------------ decode
     @torch.inference_mode()
-    def decode(self, emb: Tensor, start_frame: int = 0) -> Tensor:
+    def decode(self, emb: Tensor, start_frame: int = 0, decoder: torch.nn.Module | None = None) -> Tensor:
         """Complete embedding [T, D] or [B, T, D] -> waveform [T*320] or [B, T*320] (float32, CPU).
         ``start_frame``: where this window starts in its utterance; windows of one utterance then
         decode to its one-pass waveform but for their edges (the demo codec's vocoder grid depends
-        on it; SpeechTokenizer's decoder is the same at any frame)."""
+        on it; SpeechTokenizer's decoder is the same at any frame). ``decoder``: another decoder of
+        this codec's architecture (``load_decoder``: one adapted to a flow model's output) instead of its own."""
         emb = torch.as_tensor(emb)
         single = emb.dim() == 2
         if single:
@@ -350,10 +351,21 @@ class Codec:
         if emb.dim() != 3 or emb.shape[-1] != self.dim:
             raise ValueError(f"expected an embedding [B, T, {self.dim}], got shape {tuple(emb.shape)}")
         latent = emb.transpose(1, 2).to(self.device, self.dtype)  # [B, D, T]
-        decoder = self.model.decoder
+        decoder = self.model.decoder if decoder is None else decoder
         wav = (decoder(latent, start_frame) if start_frame and getattr(decoder, "grid_aware", False) else decoder(latent))[:, 0].float()  # [B, S]
         wav = wav[:, : emb.shape[1] * HOP_LENGTH].cpu()
         return wav[0] if single else wav
+
+    def load_decoder(self, path: str | Path) -> torch.nn.Module:
+        """A decoder of this codec's architecture saved on its own (``engine.melcodec.model.save_decoder``:
+        the demo codec's decoder adapted to a flow model's output), ready for ``decode(..., decoder=)``."""
+        from engine.melcodec.model import MelCodecModel, load_decoder
+
+        if not isinstance(self.model, MelCodecModel):
+            raise ModelUnavailableError(f"{path}: only the demo codec's decoder can be swapped; codec {self.name!r} has none to swap "
+                                        "(set perceptual.flow.adapted_decoder=false)")
+        decoder = load_decoder(self.model.cfg, self.name, path)
+        return decoder.to(self.device, self.dtype).requires_grad_(False)
 
     def decode_codes(self, codes: Tensor) -> Tensor:
         """Codes [8, T] or [B, 8, T] -> waveform [T*320] or [B, T*320]."""

@@ -379,7 +379,8 @@ class Engine:
             pc = getattr(cfg.perceptual, kind)
             model = self._perceptual.get(kind)
             dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if model is not None else getattr(pc, "dtype", "float32")
-            add(kind, kind, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
+            name = kind if model is None or model.output_decoder() is None else f"{kind} (its output decoded by the codec decoder adapted to it)"
+            add(kind, name, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -458,7 +459,8 @@ class Engine:
         tokens = torch.tensor(units, dtype=torch.long)
         with clock.stage("perceptual") if clock else nullcontext():
             complete = model.generate(tokens, prompt, steps=options.steps, chain=options.chain, guidance_scale=options.guidance_scale, seed=seed)  # [T, D]
-        yield from decode_in_pieces(self.codec, complete, first_frames, self._stream_settings(), stage=clock.stage if clock else None)
+        yield from decode_in_pieces(self.codec, complete, first_frames, self._stream_settings(), stage=clock.stage if clock else None,
+                                    decoder=model.output_decoder(options.chain))
 
     def _stream_settings(self) -> StreamSettings:
         p = self.config.pipeline

@@ -351,6 +351,8 @@ def test_shipped_demo_flow_model_converts_offline(one_thread, tmp_path):
     assert (folder / "README.md").is_file()
     assert sum(p.stat().st_size for p in folder.iterdir()) < 40e6
     engine = Engine(cfg)
+    # the codec decoder adapted to this model's output ships beside it and is what decodes its output
+    assert (folder / "codec_decoder.safetensors").is_file() and engine.perceptual().output_decoder() is not None
     from engine.audio import load_audio
 
     source = load_audio(flite("The quick brown fox jumps over the lazy dog.", "rms", tmp_path / "src.wav"))  # [N] at 16 kHz

@@ -136,7 +136,7 @@ class _TimedCodec:
     def __init__(self, cost: float):
         self.cost, self.now, self.calls = cost, 0.0, []
 
-    def decode(self, emb, start_frame=0):
+    def decode(self, emb, start_frame=0, decoder=None):
         frames = emb.shape[0]
         self.now += self.cost * frames
         self.calls.append((start_frame, frames))

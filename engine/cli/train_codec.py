@@ -57,11 +57,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flow outputs for {len(cache)} utterances in {cache.folder}")
         return 0
     history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
-    losses = [h for h in history if "mel_l1" in h]
+    metric = "wave_l1" if run.trainable in ("wave", "generator") else "mel_l1"
+    losses = [h for h in history if metric in h]
     if losses:
         last = losses[-1]
         extra = "".join(f", {label} {last[key]:.3f}" for key, label in (("semantic_cos", "RVQ-1/teacher cosine"), ("phoneme_ctc", "phoneme CTC"))
                         if key in last)
-        print(f"done: step {last['step']}, mel L1 {losses[0]['mel_l1']:.3f} -> {last['mel_l1']:.3f}{extra}")
-    print(f"codec written to {os.path.join(args.out, 'final')}")
+        label = "waveform multi-scale mel L1" if metric == "wave_l1" else "mel L1"
+        print(f"done: step {last['step']}, {label} {losses[0][metric]:.3f} -> {last[metric]:.3f}{extra}")
+    final = os.path.join(args.out, "final")
+    if run.trainable == "generator" and run.adapt.codes:
+        from engine.perceptual.flow_model import ADAPTED_DECODER_FILE
+
+        print(f"the decoder adapted to the flow model's output is in {os.path.join(final, ADAPTED_DECODER_FILE)}: "
+              "copy it into that flow model's folder (perceptual.flow.path), where it is loaded with the model")
+    else:
+        print(f"codec written to {final}")
     return 0

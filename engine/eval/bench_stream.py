@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, config) -> int:
     def independent() -> list[float]:
         marks, start = [], time.perf_counter()
         for i in range(0, len(units), chunk):
-            codec.decode(model.generate(torch.tensor(units[i : i + chunk]), prompt, seed=i)).numpy()
+            codec.decode(model.generate(torch.tensor(units[i : i + chunk]), prompt, seed=i), decoder=model.output_decoder()).numpy()
             sync()
             marks.append(time.perf_counter() - start)
         return marks

@@ -368,6 +368,38 @@ class MelCodecModel(nn.Module):
         return model.eval()
 
 
+def save_decoder(decoder: WaveDecoder, path: str | Path, codec_name: str, half: bool = True, **metadata: str) -> Path:
+    """Write a demo-codec decoder (mel decoder + istft head) on its own, e.g. one adapted to a flow
+    model's output (saved in that model's folder); ``metadata``: strings kept in the file's header."""
+    from safetensors.torch import save_file
+
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in decoder.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt", "codec": codec_name, **metadata})
+    return Path(path)
+
+
+def load_decoder(cfg: MelCodecConfig, codec_name: str, path: str | Path) -> WaveDecoder:
+    """A decoder saved by ``save_decoder`` for the codec of ``cfg`` named ``codec_name`` (float32, eval mode)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        saved_for = (f.metadata() or {}).get("codec")
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    if saved_for != codec_name:
+        raise ModelUnavailableError(f"{path} is a decoder for the {saved_for!r} codec, not {codec_name!r}: "
+                                    "use the codec it was trained with, or set perceptual.flow.adapted_decoder=false")
+    decoder = WaveDecoder(cfg)
+    own = decoder.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise ModelUnavailableError(f"{path} does not match the codec's decoder (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                                    f"other shapes at {shapes[:3]}): retrain it, or set perceptual.flow.adapted_decoder=false")
+    decoder.load_state_dict(state)
+    return decoder.eval()
+
+
 @torch.no_grad()
 def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Plain k-means with matrix-product distances: x [N, D] -> (centroids [k, D], counts [k])."""

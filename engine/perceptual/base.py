@@ -15,8 +15,9 @@ from torch import Tensor
 
 from engine.codec import DTYPES, Codec
 from engine.errors import EngineError, ModelUnavailableError
+from engine.hub import locate_files
 from engine.perceptual.config import FlowConfig, PerceptualConfig, SoundStormConfig
-from engine.perceptual.flow_model import FlowModel, FlowModelConfig
+from engine.perceptual.flow_model import ADAPTED_DECODER_FILE, FlowModel, FlowModelConfig
 from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 
 
@@ -67,6 +68,11 @@ class PerceptualModel(Protocol):
         seeded model draws the same noise for a frame whether it comes in one pass or in chunks)."""
         ...
 
+    def output_decoder(self, chain: str | None = None) -> torch.nn.Module | None:
+        """The codec decoder to decode ``generate``'s output of ``chain`` with (``Codec.decode(decoder=)``):
+        one adapted to this model's output, or None for the codec's own."""
+        ...
+
 
 def frame_noise(seed: int, frames: range, dim: int) -> Tensor:
     """Standard normal noise [len(frames), dim], one private generator per frame index, so that
@@ -99,6 +105,7 @@ class FlowPerceptual:
         self.cfg, self.codec, self.device = cfg, codec, device
         self.dtype = flow_dtype(cfg.dtype, device)
         self._models: dict[str, FlowModel] = {}
+        self._decoders: dict[str, torch.nn.Module | None] = {}  # per chain: the codec decoder adapted to that model's output
         self.default_chain = cfg.chain if cfg.random_init else None
         if not cfg.random_init:
             if not cfg.path:
@@ -109,6 +116,23 @@ class FlowPerceptual:
             model = self._prepare(FlowModel.from_pretrained(cfg.path, codec=codec.name, device=device).cast_weights(self.dtype))
             self.default_chain = model.cfg.chain
             self._models[model.cfg.chain] = model
+            self._decoders[model.cfg.chain] = self._adapted_decoder(cfg.path)
+
+    def _adapted_decoder(self, path: str) -> torch.nn.Module | None:
+        """The codec decoder adapted to the model in ``path`` (``ADAPTED_DECODER_FILE``), where it has one and it is wanted."""
+        if not self.cfg.adapted_decoder:
+            return None
+        from engine.config import local_model_folder
+
+        folder = local_model_folder(path)  # a bundled model's repo path works from any directory
+        found = locate_files(path if folder is None else folder, [ADAPTED_DECODER_FILE])[ADAPTED_DECODER_FILE]
+        return None if found is None else self.codec.load_decoder(found)
+
+    def output_decoder(self, chain: str | None = None) -> torch.nn.Module | None:
+        if self.cfg.requantize:  # snapped onto codes, the output is a sum of codebook vectors again: the codec's own decoder
+            return None
+        self.model(chain)  # loads the other chain's model (and its decoder) on first use
+        return self._decoders.get(chain or self.default_chain)
 
     def model(self, chain: str | None) -> FlowModel:
         chain = chain or self.default_chain
@@ -121,6 +145,7 @@ class FlowPerceptual:
                 raise EngineError(f"perceptual.flow.other_chain_path {self.cfg.other_chain_path} holds a {other.cfg.chain}-chain model, "
                                   f"not the {chain} chain that was asked for")
             self._models[chain] = other
+            self._decoders[chain] = self._adapted_decoder(self.cfg.other_chain_path)
         if chain not in self._models:
             if not self.cfg.random_init:
                 raise EngineError(f"the loaded flow model was trained for the {self.default_chain} chain; a model trained for the {chain} chain "
@@ -183,6 +208,9 @@ class SoundStormPerceptual:
 
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
         return self.codec.embed(self.generate_codes(tokens, prompt, steps=steps, seed=seed))  # [T, D]
+
+    def output_decoder(self, chain: str | None = None) -> None:
+        return None  # codes: sums of codebook vectors, which the codec's own decoder was trained on
 
 
 def load_perceptual(kind: str, cfg: PerceptualConfig, codec: Codec, device: torch.device) -> PerceptualModel:

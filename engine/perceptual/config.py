@@ -26,6 +26,10 @@ class FlowConfig:
     # given units exactly, RVQ-2..8 are the nearest residual codes of the rest (Codec.requantize), so the
     # decoder only ever sees embeddings of the kind it was trained on
     requantize: bool = False
+    # decode this model's output with the codec decoder adapted to it (codec_decoder.safetensors in the
+    # model's folder, trained on its outputs by `train-codec` with trainable: generator) where it has one;
+    # false: the codec's own decoder, trained on sums of codebook vectors
+    adapted_decoder: bool = True
     # network precision at inference: auto = bfloat16 on CUDA (float32 where the GPU lacks bf16), float32 on CPU.
     # The ODE state, the feature statistics and the rotary angles stay float32 whatever this says.
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16

@@ -40,6 +40,7 @@ SIZES: dict[str, ConformerConfig] = {
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
+ADAPTED_DECODER_FILE = "codec_decoder.safetensors"  # optional: the codec's decoder adapted to this model's output
 
 
 @dataclass

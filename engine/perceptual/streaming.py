@@ -52,6 +52,7 @@ class UtteranceSynthesizer:
         chain, guidance_scale, seed). ``stage(name)``: a context manager timing the "perceptual"
         and "decode" work (a request clock's ``stage``)."""
         self.model, self.codec, self.prompt = model, codec, prompt
+        self.decoder = model.output_decoder(generate_kwargs.get("chain"))  # None: the codec's own
         self.stage = stage or (lambda name: nullcontext())
         self.settings = settings or StreamSettings()
         self.kwargs = generate_kwargs
@@ -114,7 +115,7 @@ class UtteranceSynthesizer:
         start = max(0, self.emitted - max(self.settings.overlap_frames, 0))
         window = torch.cat([self.complete[start:total], self.pending_complete])  # provisional frames: right context only
         with self.stage("decode"):
-            wav = self.codec.decode(window, start_frame=start).numpy()
+            wav = self.codec.decode(window, start_frame=start, decoder=self.decoder).numpy()
         a = (self.emitted - start) * HOP_LENGTH
         piece = wav[a : a + (end - self.emitted) * HOP_LENGTH].astype(np.float32)
         self.emitted = end
@@ -123,13 +124,14 @@ class UtteranceSynthesizer:
 
 def decode_in_pieces(codec: Codec, complete: Tensor, first_frames: int, settings: StreamSettings | None = None,
                      stage: Callable[[str], AbstractContextManager] | None = None,
-                     clock: Callable[[], float] = time.perf_counter) -> Iterator[np.ndarray]:
+                     clock: Callable[[], float] = time.perf_counter, decoder: torch.nn.Module | None = None) -> Iterator[np.ndarray]:
     """The waveform of a complete embedding [T, D] in pieces that concatenate to its one-pass decode
     (windows decode alike but for their edges, which are never emitted): the first ``first_frames``
     as soon as they are decoded (with ``holdback_frames`` of right context), then pieces sized from
     the measured decode speed so that each is ready before the audio handed out so far has played,
     each decoded from ``overlap_frames`` before it. Where decoding is slower than playback the rest
-    comes in one piece (fewest repeated frames). ``first_frames`` 0 (or a short T): one piece."""
+    comes in one piece (fewest repeated frames). ``first_frames`` 0 (or a short T): one piece.
+    ``decoder``: the one to decode with (``PerceptualModel.output_decoder``; None: the codec's own)."""
     cfg = settings or StreamSettings()
     stage = stage or (lambda name: nullcontext())
     total = int(complete.shape[0])
@@ -140,7 +142,7 @@ def decode_in_pieces(codec: Codec, complete: Tensor, first_frames: int, settings
         start, stop = max(0, begin - overlap), min(total, end + context)
         t0 = clock()
         with stage("decode"):
-            wav = codec.decode(complete[start:stop], start_frame=start).numpy()
+            wav = codec.decode(complete[start:stop], start_frame=start, decoder=decoder).numpy()
         per_frame = (clock() - t0) / max(stop - start, 1)
         return wav[(begin - start) * HOP_LENGTH : (end - start) * HOP_LENGTH].astype(np.float32), per_frame
 
@@ -165,4 +167,4 @@ def one_pass(model: PerceptualModel, codec: Codec, prompt: Prompt, units: list[i
     complete embedding [T, D]."""
     tokens = torch.as_tensor(units, dtype=torch.long)
     complete = model.generate(tokens, prompt, frame_offset=0, **generate_kwargs)
-    return codec.decode(complete).numpy().astype(np.float32), complete
+    return codec.decode(complete, decoder=model.output_decoder(generate_kwargs.get("chain"))).numpy().astype(np.float32), complete

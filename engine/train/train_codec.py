@@ -19,7 +19,9 @@ the phoneme and fit losses; nothing is decoded) and then ``acoustic`` (mel encod
 RVQ-2..8 with RVQ-1 frozen).
 Decoder adaptation (``trainable: decoder`` with ``adapt``): the decoder also learns to decode what
 the flow model generates for each utterance (frame-aligned, engine.train.decoder_inputs), beside the
-codec's own quantised latent; the codes stay exactly as they are.
+codec's own quantised latent; the codes stay exactly as they are. ``trainable: generator`` with
+``adapt`` (istft codecs) trains a copy of the mel decoder and istft head that way, against the
+waveform, and exports only it: the decoder adapted to that flow model, kept in the model's folder.
 Quantiser dropout (a random number of layers in some batches) teaches the decoder to decode RVQ-1
 alone, so that ``codec --layers 1`` gives speech with the content and an average voice.
 """
@@ -78,7 +80,9 @@ class CodecTrainConfig:
     # v3 (semantic_source: whisper) only: semantic: the Whisper adapter, RVQ-1 and the phoneme head
     # (nothing is decoded); acoustic: mel encoder, decoder and RVQ-2..8, RVQ-1 frozen.
     # wave (model.vocoder: istft): only the istft head, on the frozen decoder's hidden state, against
-    # the recording's waveform (multi-scale mel loss); codes and mel decoder stay exactly as they were
+    # the recording's waveform (multi-scale mel loss); codes and mel decoder stay exactly as they were.
+    # generator (model.vocoder: istft): the mel decoder and the istft head together, with wave's loss
+    # (with adapt: the decoder for generated embeddings); codes stay exactly as they were
     trainable: str = "all"
     # RVQ layers (1-based) seeded afresh by k-means when a run starts from init_from (e.g. RVQ-2..8 after
     # the semantic phase moved RVQ-1); every layer is when init_from's RVQ-1 came from another source
@@ -88,8 +92,9 @@ class CodecTrainConfig:
     # then the next train_fraction -> training
     valid_fraction: float = 0.005
     train_fraction: float = 1.0
-    # trainable: decoder only: teach the decoder to decode the flow model's output too
-    # (engine.train.decoder_inputs; off while adapt.codes is empty)
+    # trainable: decoder (or wave / generator) only: teach the decoder to decode the flow model's output too
+    # (engine.train.decoder_inputs; off while adapt.codes is empty). With generator, the run's final/ is the
+    # trained decoder alone (codec_decoder.safetensors), for the flow model's folder
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
@@ -252,10 +257,11 @@ class CodecLoss:
         self.trainable = trainable
         self.given_share = given_share  # decoder adaptation: items decoded from batch["given"] (training)
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
-        if trainable == "wave" and cfg.vocoder != "istft":
-            raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
-        self.wave = MultiScaleMelLoss(cfg.sample_rate) if trainable == "wave" else None
-        self.metric = "wave_l1" if trainable == "wave" else "mel_l1"  # what the decoder's loss is logged as
+        on_wave = trainable in ("wave", "generator")
+        if on_wave and cfg.vocoder != "istft":
+            raise ValueError(f"trainable: {trainable} trains the istft head: set model.vocoder: istft")
+        self.wave = MultiScaleMelLoss(cfg.sample_rate) if on_wave else None
+        self.metric = "wave_l1" if on_wave else "mel_l1"  # what the decoder's loss is logged as
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, model: MelCodecModel, batch: dict) -> tuple[Tensor, dict]:
@@ -265,8 +271,8 @@ class CodecLoss:
         if model.training and self.rng.random() < self.w.quantizer_dropout:
             n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
         # frozen parts in eval mode: that stops the codebooks' EMA updates
-        frozen_codes = phase in ("decoder", "wave")
-        if phase in ("decoder", "semantic", "wave"):
+        frozen_codes = phase in ("decoder", "wave", "generator")
+        if phase in ("decoder", "semantic", "wave", "generator"):
             model.encoder.eval()
         if frozen_codes:
             model.quantizer.eval()
@@ -274,7 +280,7 @@ class CodecLoss:
             n_q = 1  # nothing is decoded: RVQ-1 alone
         if phase == "acoustic":
             model.quantizer.vq.layers[0].eval()
-        with torch.no_grad() if phase in ("decoder", "semantic", "wave") else contextlib.nullcontext():
+        with torch.no_grad() if phase in ("decoder", "semantic", "wave", "generator") else contextlib.nullcontext():
             latent = model.encoder(wav[:, None])  # [B, D, T]
         with torch.no_grad() if frozen_codes else contextlib.nullcontext():
             quantized, _codes, commit, rvq1, semantic_in = model.quantize(latent, batch["teacher"], n_q=n_q)
@@ -326,11 +332,12 @@ class CodecLoss:
         return self.w.mel * ((1 - self.given_share) * own + self.given_share * from_given), logs
 
     def decode_loss(self, model: MelCodecModel, quantized: Tensor, batch: dict) -> Tensor:
-        """The decoder's loss on ``quantized`` [B, D, T]: the vocoder mel's L1, or (``trainable: wave``) the
-        istft head's waveform against the recording (multi-scale mel; the frozen decoder runs without gradients)."""
+        """The decoder's loss on ``quantized`` [B, D, T]: the vocoder mel's L1, or (``trainable: wave`` /
+        ``generator``) the istft head's waveform against the recording (multi-scale mel; for ``wave`` the
+        frozen mel decoder runs without gradients)."""
         if self.wave is None:
             return self.mel_loss(model, quantized, batch)
-        with torch.no_grad():
+        with torch.no_grad() if self.trainable == "wave" else contextlib.nullcontext():
             hidden = model.decoder.mel.hidden(quantized)  # [B, T, C]
         pred = model.decoder.wave(hidden)[:, 0]  # [B, S]
         self.wave.to(pred.device)
@@ -426,6 +433,23 @@ def phoneme_targets(run: CodecTrainConfig, corpus: str | Path, utterances: list[
     return {uid: encode_ipa(text, run.model.phonemes) for uid, text in ipa.items()}
 
 
+def export_adapted_decoder(run: CodecTrainConfig):
+    """The export of ``trainable: generator`` with ``adapt``: only the trained mel decoder and istft head,
+    as ``codec_decoder.safetensors`` for the folder of the flow model whose outputs it learnt to decode
+    (the codec itself is unchanged, so resynthesis keeps its own decoder)."""
+    from engine.melcodec.model import save_decoder
+    from engine.perceptual.flow_model import ADAPTED_DECODER_FILE
+
+    def export(model: MelCodecModel, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_decoder(model.decoder, folder / ADAPTED_DECODER_FILE, run.model.name,
+                     adapted_to=" ".join([f"profile={run.adapt.profile}", *run.adapt.overrides]), init_from=str(run.init_from))
+        return folder
+
+    return export
+
+
 def load_init(model: MelCodecModel, folder: str | Path) -> bool:
     """Weights of a saved codec into ``model`` (same architecture; a phoneme head it lacks starts
     fresh; a v1 / v2 codec continued as v3 gives its encoder, decoder and heads, and the Whisper
@@ -481,8 +505,8 @@ def adapt_utterances(run: CodecTrainConfig, train: list[Utterance], valid: list[
 def decoder_inputs(run: CodecTrainConfig, train: list[Utterance], valid: list[Utterance], out_dir: str | Path,
                    progress: bool = True) -> TeacherCache:
     """The flow outputs that decoder adaptation trains on, built once in ``adapt.cache`` (default OUT/decoder_inputs)."""
-    if run.trainable not in ("decoder", "wave"):
-        raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder or wave")
+    if run.trainable not in ("decoder", "wave", "generator"):
+        raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder, wave or generator")
     if not run.init_from:
         raise ValueError("adapt continues a trained codec: set init_from to the folder of the codec that made adapt.codes")
     if run.batching != "crops":
@@ -502,13 +526,13 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         raise ValueError(f"batching must be crops or utterances, got {run.batching!r}")
     if run.loss.phoneme_ctc > 0 and run.batching != "utterances":
         raise ValueError("loss.phoneme_ctc needs whole utterances: set batching: utterances")
-    if run.trainable not in ("all", "decoder", "semantic", "acoustic", "wave"):
-        raise ValueError(f"trainable must be all, decoder, semantic, acoustic or wave, got {run.trainable!r}")
-    if run.trainable == "wave" and run.model.vocoder != "istft":
-        raise ValueError("trainable: wave trains the istft head: set model.vocoder: istft")
+    if run.trainable not in ("all", "decoder", "semantic", "acoustic", "wave", "generator"):
+        raise ValueError(f"trainable must be all, decoder, semantic, acoustic, wave or generator, got {run.trainable!r}")
+    if run.trainable in ("wave", "generator") and run.model.vocoder != "istft":
+        raise ValueError(f"trainable: {run.trainable} trains the istft head: set model.vocoder: istft")
     if run.trainable in ("semantic", "acoustic") and run.model.semantic_source != "whisper":
         raise ValueError(f"trainable: {run.trainable} is a phase of codec v3: set model.semantic_source: whisper")
-    if run.trainable in ("decoder", "acoustic", "wave") and not run.init_from and not resume:
+    if run.trainable in ("decoder", "acoustic", "wave", "generator") and not run.init_from and not resume:
         raise ValueError(f"trainable: {run.trainable} continues a trained codec: set init_from to its folder")
     if run.init_from and not run.model.phonemes:  # continuing a codec with a phoneme head keeps its inventory
         import json
@@ -550,12 +574,12 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         else:
             seed_codebooks(model, crops, batch_frames, seed=tc.seed)
     trained = {"decoder": ("decoder.",), "semantic": ("semantic_adapter.", "phoneme_head."),
-               "acoustic": ("encoder.", "decoder."), "wave": ("decoder.wave.",)}.get(run.trainable)
+               "acoustic": ("encoder.", "decoder."), "wave": ("decoder.wave.",), "generator": ("decoder.mel.", "decoder.wave.")}.get(run.trainable)
     if trained is not None:
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith(trained))
     trainer = Trainer(model, train_loader, valid_loader, tc, out_dir, loss,
-                      export_fn=lambda m, folder: m.save_pretrained(folder),
+                      export_fn=export_adapted_decoder(run) if run.trainable == "generator" and given is not None else lambda m, folder: m.save_pretrained(folder),
                       run_config={"codec": run.model.name, "corpus": str(corpus), **{f"model.{k}": v for k, v in dataclasses.asdict(run.model).items()}})
     if resume and not trainer.resume():
         log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
