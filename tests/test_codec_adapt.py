@@ -60,29 +60,38 @@ def test_adapt_loss_decodes_the_share_it_is_asked_to(corpus):  # noqa: F811
     assert "mel_l1_given" not in logs and float(loss.detach()) == pytest.approx(float(own), rel=1e-4)
 
 
-def test_train_codec_adapts_the_decoder_to_flow_outputs(corpus, tmp_path):  # noqa: F811
+def adapt_run(corpus, tmp_path, model_cfg, trainable: str):  # noqa: F811
+    """A 2-step decoder-adaptation run of ``trainable`` on the corpus: a seeded codec of ``model_cfg`` saved in
+    tmp_path/codec, its codes of the training split, a tiny flow model in tmp_path/flow, and the run's config.
+    Returns (codec, run config)."""
     from engine.perceptual.flow_model import FlowModel, FlowModelConfig
     from engine.train.codes_data import ShardWriter
     from engine.train.decoder_inputs import AdaptConfig
-    from engine.train.teacher import TeacherCache
-    from engine.train.train_codec import CodecTrainConfig, adapt_utterances, read_corpus, select_utterances, train_codec
+    from engine.train.train_codec import CodecTrainConfig, read_corpus
     from engine.train.trainer import TrainConfig
 
     torch.manual_seed(0)
-    MelCodecModel(TINY).save_pretrained(tmp_path / "codec")
+    MelCodecModel(model_cfg).save_pretrained(tmp_path / "codec")
     codec = Codec.from_pretrained(tmp_path / "codec", weights_file="model.safetensors")
-    utts = read_corpus(corpus, "train")
     with ShardWriter(tmp_path / "codes", codec_name=codec.name) as writer:
-        for u in utts:
+        for u in read_corpus(corpus, "train"):
             writer.add(u.id, codec.encode(sf.read(u.path, dtype="float32")[0]).codes, text=u.text, speaker=u.id.rsplit("_", 1)[0])
-    flow = FlowModel(FlowModelConfig.preset("tiny", feature_dim=TINY.dimension, codec=codec.name))
-    flow.save_pretrained(tmp_path / "flow")
-    run = CodecTrainConfig(model=dataclasses.replace(TINY), trainable="decoder", init_from=str(tmp_path / "codec"),
+    FlowModel(FlowModelConfig.preset("tiny", feature_dim=model_cfg.dimension, codec=codec.name)).save_pretrained(tmp_path / "flow")
+    run = CodecTrainConfig(model=dataclasses.replace(model_cfg), trainable=trainable, init_from=str(tmp_path / "codec"),
                            segment_frames=20, batch_size=2, valid_fraction=0.0,
                            train=TrainConfig(max_steps=2, lr=1e-3, warmup_steps=0, eval_every=0, save_every=0, log_every=1, ema_decay=0.0))
     run.adapt = AdaptConfig(codes=str(tmp_path / "codes"), profile="demo", share=1.0, fraction=1.0, prompt_seconds=0.2,
                             overrides=[f"codec.path={tmp_path / 'codec'}", f"codec.name={codec.name}",
                                        f"perceptual.flow.path={tmp_path / 'flow'}", "perceptual.flow.requantize=false"])
+    return codec, run
+
+
+def test_train_codec_adapts_the_decoder_to_flow_outputs(corpus, tmp_path):  # noqa: F811
+    from engine.train.teacher import TeacherCache
+    from engine.train.train_codec import adapt_utterances, read_corpus, select_utterances, train_codec
+
+    codec, run = adapt_run(corpus, tmp_path, TINY, "decoder")
+    utts = read_corpus(corpus, "train")
     history = train_codec(run, corpus, tmp_path / "run", progress=False)
     assert [h["given_items"] for h in history if "given_items" in h] == [1.0, 1.0]
     cache = TeacherCache.open(tmp_path / "run" / "decoder_inputs")

@@ -78,23 +78,10 @@ def test_generator_phase_trains_mel_decoder_and_head_only(corpus):  # noqa: F811
 
 
 def test_train_codec_exports_only_the_adapted_decoder(corpus, tmp_path):  # noqa: F811
-    from engine.train.codes_data import ShardWriter
-    from engine.train.decoder_inputs import AdaptConfig
-    from engine.train.train_codec import CodecTrainConfig, read_corpus, train_codec
-    from engine.train.trainer import TrainConfig
+    from engine.train.train_codec import train_codec
+    from test_codec_adapt import adapt_run
 
-    codec = _codec(tmp_path / "codec")
-    utts = read_corpus(corpus, "train")
-    with ShardWriter(tmp_path / "codes", codec_name=codec.name) as writer:
-        for u in utts:
-            writer.add(u.id, codec.encode(sf.read(u.path, dtype="float32")[0]).codes, text=u.text, speaker=u.id.rsplit("_", 1)[0])
-    _flow(tmp_path / "flow", codec, decoder=False)
-    run = CodecTrainConfig(model=dataclasses.replace(TINY_WAVE), trainable="generator", init_from=str(tmp_path / "codec"),
-                           segment_frames=20, batch_size=2, valid_fraction=0.0,
-                           train=TrainConfig(max_steps=2, lr=1e-3, warmup_steps=0, eval_every=0, save_every=0, log_every=1, ema_decay=0.0))
-    run.adapt = AdaptConfig(codes=str(tmp_path / "codes"), profile="demo", share=1.0, fraction=1.0, prompt_seconds=0.2,
-                            overrides=[f"codec.path={tmp_path / 'codec'}", f"codec.name={codec.name}",
-                                       f"perceptual.flow.path={tmp_path / 'flow'}", "perceptual.flow.requantize=false"])
+    codec, run = adapt_run(corpus, tmp_path, TINY_WAVE, "generator")
     history = train_codec(run, corpus, tmp_path / "run", progress=False)
     assert [h["given_items"] for h in history if "given_items" in h] == [1.0, 1.0] and any("wave_l1" in h for h in history)
     final = tmp_path / "run" / "final"
