@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import soundfile as sf
 import torch
 
 from engine.codec import Codec
