@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.config import REPO_ROOT, from_dict, merge, parse_override, read_yaml
-    from engine.train.train_codec import CodecTrainConfig, decoder_inputs, select_utterances, ensure_teacher, train_codec
+    from engine.train.train_codec import WAVE_PHASES, CodecTrainConfig, decoder_inputs, select_utterances, ensure_teacher, train_codec
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flow outputs for {len(cache)} utterances in {cache.folder}")
         return 0
     history = train_codec(run, args.corpus, args.out, resume=args.resume, progress=not args.quiet)
-    metric = "wave_l1" if run.trainable in ("wave", "generator") else "mel_l1"
+    metric = "wave_l1" if run.trainable in WAVE_PHASES else "mel_l1"
     losses = [h for h in history if metric in h]
     if losses:
         last = losses[-1]

@@ -48,6 +48,11 @@ from engine.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
+# ``trainable`` phases that train only decoding: encoder and codebooks frozen, so the codes stay exactly as they are
+DECODER_PHASES = ("decoder", "wave", "generator")
+# ``trainable`` phases scored on the istft head's waveform (model.vocoder: istft) instead of the vocoder mel
+WAVE_PHASES = ("wave", "generator")
+
 
 @dataclass
 class CodecLossConfig:
@@ -257,7 +262,7 @@ class CodecLoss:
         self.trainable = trainable
         self.given_share = given_share  # decoder adaptation: items decoded from batch["given"] (training)
         self.mel = LogMel(cfg.vocoder_sample_rate, cfg.vocoder_n_fft, cfg.vocoder_hop, cfg.vocoder_n_mels, cfg.vocoder_fmax)
-        on_wave = trainable in ("wave", "generator")
+        on_wave = trainable in WAVE_PHASES
         if on_wave and cfg.vocoder != "istft":
             raise ValueError(f"trainable: {trainable} trains the istft head: set model.vocoder: istft")
         self.wave = MultiScaleMelLoss(cfg.sample_rate) if on_wave else None
@@ -271,8 +276,9 @@ class CodecLoss:
         if model.training and self.rng.random() < self.w.quantizer_dropout:
             n_q = 1 if self.rng.random() < self.w.rvq1_share else int(self.rng.integers(1, model.n_q + 1))
         # frozen parts in eval mode: that stops the codebooks' EMA updates
-        frozen_codes = phase in ("decoder", "wave", "generator")
-        if phase in ("decoder", "semantic", "wave", "generator"):
+        frozen_codes = phase in DECODER_PHASES
+        frozen_encoder = frozen_codes or phase == "semantic"
+        if frozen_encoder:
             model.encoder.eval()
         if frozen_codes:
             model.quantizer.eval()
@@ -280,7 +286,7 @@ class CodecLoss:
             n_q = 1  # nothing is decoded: RVQ-1 alone
         if phase == "acoustic":
             model.quantizer.vq.layers[0].eval()
-        with torch.no_grad() if phase in ("decoder", "semantic", "wave", "generator") else contextlib.nullcontext():
+        with torch.no_grad() if frozen_encoder else contextlib.nullcontext():
             latent = model.encoder(wav[:, None])  # [B, D, T]
         with torch.no_grad() if frozen_codes else contextlib.nullcontext():
             quantized, _codes, commit, rvq1, semantic_in = model.quantize(latent, batch["teacher"], n_q=n_q)
@@ -505,7 +511,7 @@ def adapt_utterances(run: CodecTrainConfig, train: list[Utterance], valid: list[
 def decoder_inputs(run: CodecTrainConfig, train: list[Utterance], valid: list[Utterance], out_dir: str | Path,
                    progress: bool = True) -> TeacherCache:
     """The flow outputs that decoder adaptation trains on, built once in ``adapt.cache`` (default OUT/decoder_inputs)."""
-    if run.trainable not in ("decoder", "wave", "generator"):
+    if run.trainable not in DECODER_PHASES:
         raise ValueError("adapt (decoder adaptation to a flow model's output) trains only the decoder: set trainable: decoder, wave or generator")
     if not run.init_from:
         raise ValueError("adapt continues a trained codec: set init_from to the folder of the codec that made adapt.codes")
@@ -528,11 +534,11 @@ def train_codec(run: CodecTrainConfig, corpus: str | Path, out_dir: str | Path, 
         raise ValueError("loss.phoneme_ctc needs whole utterances: set batching: utterances")
     if run.trainable not in ("all", "decoder", "semantic", "acoustic", "wave", "generator"):
         raise ValueError(f"trainable must be all, decoder, semantic, acoustic, wave or generator, got {run.trainable!r}")
-    if run.trainable in ("wave", "generator") and run.model.vocoder != "istft":
+    if run.trainable in WAVE_PHASES and run.model.vocoder != "istft":
         raise ValueError(f"trainable: {run.trainable} trains the istft head: set model.vocoder: istft")
     if run.trainable in ("semantic", "acoustic") and run.model.semantic_source != "whisper":
         raise ValueError(f"trainable: {run.trainable} is a phase of codec v3: set model.semantic_source: whisper")
-    if run.trainable in ("decoder", "acoustic", "wave", "generator") and not run.init_from and not resume:
+    if run.trainable in (*DECODER_PHASES, "acoustic") and not run.init_from and not resume:
         raise ValueError(f"trainable: {run.trainable} continues a trained codec: set init_from to its folder")
     if run.init_from and not run.model.phonemes:  # continuing a codec with a phoneme head keeps its inventory
         import json
