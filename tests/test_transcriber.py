@@ -67,3 +67,5 @@ def test_unknown_chat_asr_is_refused(tmp_path):
 
 def test_demo_profile_transcribes_chat_with_whisper():
     assert load_config("demo").semantic.chat_asr == "whisper" and load_config("tiny").semantic.chat_asr == "semantic"
+    engine = Engine(load_config("demo"))
+    assert engine.transcriber.encoder is engine.codec.model.whisper  # the demo codec's Whisper, not a second copy
