@@ -1,4 +1,4 @@
-"""Spoken chat, measured on a few general questions read by a held-out voice (flite ``rms``).
+"""Spoken chat, measured on a few general questions read by a held-out corpus voice (default flite ``rms``).
 
 For each question: the transcript (and its WER against the question), the reply text, Whisper tiny.en's
 transcript of the reply audio and its WER against the reply text (issue: within 15 %), first audio and
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,48 +27,64 @@ QUESTIONS = [
 ]
 
 
+class Turn(NamedTuple):  # a NamedTuple: the docs test loads this file without registering it as a module
+    question: str
+    transcript: str
+    transcript_wer: float
+    reply: str
+    heard: str  # Whisper tiny.en's transcript of the reply audio
+    reply_wer: float
+    reply_words: int
+    first_audio_s: float
+    total_s: float
+    audio_s: float
+
+
 def main(argv: list[str] | None = None) -> int:
+    from engine.demo.voices_tts import DEFAULT_VOICES
+
+    readers = {v.name: v for v in DEFAULT_VOICES}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--voice", default="flite-slt", help="the reply's voice (a library voice)")
-    parser.add_argument("--reader", default="rms", help="flite voice that reads the questions (rms: held out of the demo corpus)")
+    parser.add_argument("--reader", default="flite_rms", choices=sorted(readers),
+                        help="demo-corpus voice that reads the questions (default flite_rms: held out of the corpus)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    if shutil.which("flite") is None:
-        parser.error("flite is needed to read the questions (apt-get install flite)")
 
-    from engine.audio import load_audio
+    from engine.audio import resample
     from engine.config import load_config
+    from engine.demo.voices_tts import open_engine
     from engine.eval.asr import WhisperASR
     from engine.eval.textnorm import word_error_rate
     from engine.pipeline import ChatDone, Engine, GenerationOptions
 
-    cfg = load_config(args.profile, overrides=[f"pipeline.cpu_threads={args.threads}", *args.overrides])
-    engine = Engine(cfg)
+    spoken_questions = open_engine(readers[args.reader]).synth(QUESTIONS)  # (wave, rate) or the exception, per question
+    failed = [str(r) for r in spoken_questions if isinstance(r, Exception)]
+    if failed:
+        parser.error(f"{args.reader} could not read the questions: {failed[0]}")
+    engine = Engine(load_config(args.profile, overrides=[f"pipeline.cpu_threads={args.threads}", *args.overrides]))
     asr = WhisperASR.load("tiny")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, question in enumerate(QUESTIONS):
-            path = Path(tmp) / f"q{i}.wav"
-            subprocess.run(["flite", "-voice", args.reader, "-t", question, "-o", str(path)], check=True)
-            wav = load_audio(path)
-            done = [e for e in engine.chat((16000, wav), args.voice, options=GenerationOptions(seed=args.seed)) if isinstance(e, ChatDone)][0]
-            heard = asr.transcribe(done.wav)
-            # the reply's words as they are spoken: Whisper's normaliser drops text in brackets, which TTS does read
-            spoken = re.sub(r"[()\[\]{}]", " ", done.text)
-            rows.append((question, done.transcript, word_error_rate(question, done.transcript), done.text, heard,
-                         word_error_rate(spoken, heard), done.metrics.first_audio_s, done.metrics.total_s, done.metrics.audio_s,
-                         len(spoken.split())))
-            print(f"Q: {question}\n  transcript: {done.transcript}\n  reply: {done.text}\n  reply audio heard as: {heard}\n"
-                  f"  transcript WER {100 * rows[-1][2]:.1f} %, reply audio WER {100 * rows[-1][5]:.1f} %, "
-                  f"first audio {rows[-1][6]:.2f} s, total {rows[-1][7]:.2f} s for {rows[-1][8]:.2f} s of audio", flush=True)
-    n = len(rows)
-    print(f"\n{n} questions: transcript WER {100 * sum(r[2] for r in rows) / n:.1f} %, "
-          f"reply audio WER {100 * sum(r[5] for r in rows) / n:.1f} % (mean per reply; "
-          f"{100 * sum(r[5] * r[9] for r in rows) / sum(r[9] for r in rows):.1f} % over all reply words), "
-          f"first audio {sum(r[6] for r in rows) / n:.2f} s, RTF {sum(r[7] for r in rows) / sum(r[8] for r in rows):.2f}, "
+    turns: list[Turn] = []
+    for question, (wave, rate) in zip(QUESTIONS, spoken_questions):
+        events = engine.chat((16000, resample(wave, rate)), args.voice, options=GenerationOptions(seed=args.seed))
+        done = next(e for e in events if isinstance(e, ChatDone))
+        heard = asr.transcribe(done.wav)
+        # the reply's words as they are spoken: Whisper's normaliser drops text in brackets, which TTS does read
+        spoken = re.sub(r"[()\[\]{}]", " ", done.text)
+        t = Turn(question, done.transcript, word_error_rate(question, done.transcript), done.text, heard,
+                 word_error_rate(spoken, heard), len(spoken.split()), done.metrics.first_audio_s, done.metrics.total_s, done.metrics.audio_s)
+        turns.append(t)
+        print(f"Q: {question}\n  transcript: {t.transcript}\n  reply: {t.reply}\n  reply audio heard as: {t.heard}\n"
+              f"  transcript WER {100 * t.transcript_wer:.1f} %, reply audio WER {100 * t.reply_wer:.1f} %, "
+              f"first audio {t.first_audio_s:.2f} s, total {t.total_s:.2f} s for {t.audio_s:.2f} s of audio", flush=True)
+    n = len(turns)
+    print(f"\n{n} questions: transcript WER {100 * sum(t.transcript_wer for t in turns) / n:.1f} %, "
+          f"reply audio WER {100 * sum(t.reply_wer for t in turns) / n:.1f} % (mean per reply; "
+          f"{100 * sum(t.reply_wer * t.reply_words for t in turns) / sum(t.reply_words for t in turns):.1f} % over all reply words), "
+          f"first audio {sum(t.first_audio_s for t in turns) / n:.2f} s, RTF {sum(t.total_s for t in turns) / sum(t.audio_s for t in turns):.2f}, "
           f"threads {args.threads}")
     return 0
 
