@@ -7,9 +7,9 @@ from typing import Any, Iterator
 
 
 class GatedEngine:
-    """The Engine, with its tasks (tts, stream_tts, convert, chat, load) waiting for one of ``concurrency``
-    slots; every other attribute (config, voices, codec, semantic, status, ...) is the engine's own.
-    ``gate`` is the semaphore itself, for callers that run the models directly (transcription)."""
+    """The Engine, with its tasks (tts, stream_tts, convert, chat, transcribe, load) waiting for one of
+    ``concurrency`` slots; every other attribute (config, voices, codec, semantic, status, ...) is the
+    engine's own. ``gate`` is the semaphore itself, for callers that run the models directly."""
 
     def __init__(self, engine: Any, concurrency: int = 1):
         self.engine = engine
@@ -28,6 +28,11 @@ class GatedEngine:
         """``Engine.convert`` once a slot is free."""
         with self.gate:
             return self.engine.convert(*args, **kwargs)
+
+    def transcribe(self, *args: Any, **kwargs: Any) -> str:
+        """``Engine.transcribe`` once a slot is free."""
+        with self.gate:
+            return self.engine.transcribe(*args, **kwargs)
 
     def load(self, *args: Any, **kwargs: Any) -> None:
         """``Engine.load`` once a slot is free."""

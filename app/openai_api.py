@@ -3,13 +3,16 @@
     POST /v1/audio/speech          text -> speech (JSON: model, input, voice, response_format, speed,
                                    stream_format; ours: seed)
     GET  /v1/audio/voices          the voice library (also at /v1/voices)
-    POST /v1/audio/transcriptions  speech -> text through the semantic model that serves ASR (multipart: file, model)
+    POST /v1/audio/transcriptions  speech -> text (multipart: file, model): OpenAI's names through the app's
+                                   speech recogniser (Whisper tiny.en in the demo profile), speechgpt-gen
+                                   through the semantic model's ASR
     POST /v1/audio/conversions     voice conversion (ours; multipart: file, voice, response_format)
     GET  /v1/models                the model names accepted
 
-Model names: OpenAI's (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``; ``whisper-1``,
-``gpt-4o-transcribe``, ``gpt-4o-mini-transcribe``) and ``speechgpt-gen`` all run the configured
-chain; ``speechgpt-gen-flow`` / ``speechgpt-gen-soundstorm`` choose the perceptual model.
+Model names: OpenAI's speech names (``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts``) and ``speechgpt-gen``
+run the configured chain; ``speechgpt-gen-flow`` / ``speechgpt-gen-soundstorm`` choose the perceptual
+model. Transcription: ``whisper-1``, ``gpt-4o-transcribe``, ``gpt-4o-mini-transcribe`` (the app's
+recogniser) and ``speechgpt-gen`` (the chain), as above.
 Errors use OpenAI's JSON shape ``{"error": {"message", "type", "param", "code"}}``; a key set with
 ``--api-key`` (or ``--auth`` users as ``user:password``) is checked as ``Authorization: Bearer ...``.
 Uploaded audio is decoded from the request bytes by the engine's loader (soundfile; length checked
@@ -19,7 +22,6 @@ from the header first), never through a file path, and reaches the engine as a `
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import io
 import json
@@ -249,17 +251,16 @@ class SpeechApi:
         return decode_upload(data, max_seconds=cfg.max_input_seconds, min_seconds=cfg.min_input_seconds)
 
     def transcription(self, data: bytes, model: Any, response_format: Any) -> tuple[str, Any]:
-        """(kind "json" or "text", payload) for an uploaded clip, through the semantic model's ASR."""
+        """(kind "json" or "text", payload) for an uploaded clip. ``speechgpt-gen`` transcribes through the
+        chain (RVQ-1 units -> the semantic model that serves ASR, with its text-output settings); OpenAI's
+        names through the app's speech recogniser, the one that hears spoken chat messages (Whisper
+        tiny.en where ``semantic.chat_asr`` is ``whisper``, as in the demo profile; else the chain)."""
         if model not in TRANSCRIPTION_MODELS:
             raise ApiError(400, f"unknown model {model!r}; use one of {', '.join(TRANSCRIPTION_MODELS)}", param="model", code="model_not_found")
         if response_format not in (None, "", "json", "text", "verbose_json"):
             raise ApiError(400, f"response_format {response_format!r} is not supported; use json, text or verbose_json", param="response_format")
         rate, wav = self._upload(data)
-        gate = getattr(self.engine, "gate", None)
-        with gate if gate is not None else contextlib.nullcontext():
-            units = self.engine.codec.encode(wav).semantic_tokens.tolist()
-            # the model that serves ASR (semantic.asr_path), with the text-output settings (semantic.text_sampling)
-            text = self.engine.semantic_for("asr").transcribe(units)
+        text = self.engine.transcribe((rate, wav), recognizer="chain" if model == "speechgpt-gen" else "chat")
         if response_format == "text":
             return "text", text
         if response_format == "verbose_json":

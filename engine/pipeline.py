@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 Voice = Union[str, AudioInput]  # a library voice name (str), or audio to take the voice from
 MAX_SEED = 2**32 - 1
+RECOGNIZERS = ("chain", "chat")  # Engine.transcribe: the semantic model's ASR, or what transcribes spoken chat
 
 
 @dataclass
@@ -610,11 +611,17 @@ class Engine:
             progress(1.0, "done")
         return Result(out, SAMPLE_RATE, clock.metrics(out.size, load_s))
 
-    def transcribe(self, audio: AudioInput, *, options: GenerationOptions | None = None) -> str:
-        """Speech recognition through the chain: ``audio`` -> codec RVQ-1 units -> the semantic
-        model's ASR (units -> text). Needs the codec and the semantic model, not the perceptual one."""
+    def transcribe(self, audio: AudioInput, *, options: GenerationOptions | None = None, recognizer: str = "chain") -> str:
+        """Speech recognition. ``recognizer`` "chain": ``audio`` -> codec RVQ-1 units -> the semantic
+        model's ASR (units -> text; needs the codec and the semantic model, not the perceptual one);
+        "chat": whatever transcribes spoken chat messages (Whisper tiny.en where ``semantic.chat_asr`` is
+        ``whisper``, else the chain)."""
+        if recognizer not in RECOGNIZERS:
+            raise EngineError(f"unknown recognizer {recognizer!r}; use {' or '.join(RECOGNIZERS)}")
         options = self._options(options)
         wav = self._audio(audio, "speech to transcribe")
+        if recognizer == "chat" and self.transcriber is not None:
+            return self.transcriber.transcribe(wav)
         units = self.codec.encode(wav).semantic_tokens.tolist()
         model = self.semantic_for("asr")
         sampling = model.cfg.text_sampling

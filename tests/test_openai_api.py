@@ -130,36 +130,26 @@ def test_bad_uploads_are_4xx(client):
         client.audio.transcriptions.create(model="tts-1", file=("q.wav", b"x"))
 
 
-def test_transcription_uses_the_model_that_serves_asr_with_its_text_settings():
-    """In-process: /v1/audio/transcriptions goes to Engine.semantic_for("asr") (semantic.asr_path),
-    not the chat model, and leaves sampling to its text-output settings."""
-    from types import SimpleNamespace
-
-    import torch
-
+def test_transcription_model_names_choose_the_recognizer():
+    """In-process: OpenAI's transcription names go to the app's recogniser (Engine.transcribe's "chat":
+    Whisper tiny.en in the demo profile), ``speechgpt-gen`` to the chain's ASR; the clip arrives as audio."""
     from app.openai_api import SpeechApi
     from engine.config import load_config
 
     asked = []
 
-    class Model:
-        def transcribe(self, units, sampling=None):
-            asked.append(("transcribe", len(units), sampling))
-            return "heard"
-
     class Engine:
         config = load_config("tiny")
-        codec = SimpleNamespace(encode=lambda wav: SimpleNamespace(semantic_tokens=torch.zeros(wav.size // 320, dtype=torch.long)))
 
-        def semantic_for(self, task):
-            asked.append(task)
-            return Model()
-
-        @property
-        def semantic(self):
-            raise AssertionError("the chat model was asked to transcribe")
+        def transcribe(self, audio, *, recognizer):
+            rate, wav = audio
+            asked.append((recognizer, rate, wav.size))
+            return f"heard by {recognizer}"
 
     buf = io.BytesIO()
     sf.write(buf, voiced(1.0, seed=4), 16000, format="WAV")
-    kind, payload = SpeechApi(Engine()).transcription(buf.getvalue(), "whisper-1", None)
-    assert (kind, payload) == ("json", {"text": "heard"}) and asked == ["asr", ("transcribe", 50, None)]
+    api = SpeechApi(Engine())
+    assert api.transcription(buf.getvalue(), "whisper-1", None) == ("json", {"text": "heard by chat"})
+    assert api.transcription(buf.getvalue(), "speechgpt-gen", "text") == ("text", "heard by chain")
+    assert api.transcription(buf.getvalue(), "gpt-4o-mini-transcribe", "verbose_json")[1]["text"] == "heard by chat"
+    assert asked == [("chat", 16000, 16000), ("chain", 16000, 16000), ("chat", 16000, 16000)]

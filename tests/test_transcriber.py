@@ -69,3 +69,30 @@ def test_demo_profile_transcribes_chat_with_whisper():
     assert load_config("demo").semantic.chat_asr == "whisper" and load_config("tiny").semantic.chat_asr == "semantic"
     engine = Engine(load_config("demo"))
     assert engine.transcriber.encoder is engine.codec.model.whisper  # the demo codec's Whisper, not a second copy
+
+
+def test_engine_transcribe_chooses_the_chain_or_the_chat_recognizer(tmp_path):
+    """Engine.transcribe: "chain" = RVQ-1 units -> the model that serves ASR with its text settings;
+    "chat" = the chat's transcriber where semantic.chat_asr asks for Whisper, else the chain too."""
+    asked = []
+
+    class Asr:
+        cfg = load_config("tiny").semantic
+
+        def transcribe(self, units, sampling=None):
+            asked.append(("units", len(units), sampling.temperature))
+            return "from units"
+
+    clip = (16000, voiced(1.0, seed=3))
+    for chat_asr, chat_heard in (("semantic", "from units"), ("whisper", "from whisper")):
+        engine = Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}", f"semantic.chat_asr={chat_asr}"]))
+        engine.semantic_for = lambda task: asked.append(task) or Asr()
+        engine._transcriber = type("Whisper", (), {"transcribe": lambda self, wav: asked.append(("wav", wav.size)) or "from whisper"})()
+        asked.clear()
+        assert engine.transcribe(clip) == "from units"
+        assert asked == ["asr", ("units", 50, Asr.cfg.text_sampling.temperature)]
+        asked.clear()
+        assert engine.transcribe(clip, recognizer="chat") == chat_heard
+        assert asked == (["asr", ("units", 50, Asr.cfg.text_sampling.temperature)] if chat_asr == "semantic" else [("wav", 16000)])
+        with pytest.raises(EngineError, match="unknown recognizer"):
+            engine.transcribe(clip, recognizer="google")
