@@ -367,6 +367,24 @@ class Codec:
         decoder = load_decoder(self.model.cfg, self.name, path)
         return decoder.to(self.device, self.dtype).requires_grad_(False)
 
+    @property
+    def phoneme_symbols(self) -> list[str]:
+        """The symbols of the demo codec's phoneme head on RVQ-1 (espeak-ng IPA characters; CTC id
+        i + 1 is symbol i, 0 the blank), or [] for a codec without one (SpeechTokenizer)."""
+        head = getattr(self.model, "phoneme_head", None)
+        return list(self.model.cfg.phonemes) if head is not None else []
+
+    @torch.inference_mode()
+    def phoneme_log_probs(self, tokens: Tensor) -> Tensor:
+        """CTC log-probabilities of the phoneme head read off semantic tokens [B, T] -> [B, T, symbols + 1]
+        (float32, CPU). Raises ModelUnavailableError for a codec without a phoneme head."""
+        if not self.phoneme_symbols:
+            raise ModelUnavailableError(f"codec {self.name!r} has no phoneme head (only the demo codec, trained with loss.phoneme_ctc, has one)")
+        emb = self.semantic_embedding(torch.as_tensor(tokens)).to(self.device)  # [B, T, D]
+        head = self.model.phoneme_head
+        logits = head(emb.to(head.weight.dtype)).float()  # [B, T, symbols + 1]
+        return logits.log_softmax(-1).cpu()
+
     def decode_codes(self, codes: Tensor) -> Tensor:
         """Codes [8, T] or [B, 8, T] -> waveform [T*320] or [B, T*320]."""
         return self.decode(self.embed(codes))

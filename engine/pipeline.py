@@ -242,6 +242,8 @@ class Engine:
         Tasks naming the same checkpoint share one loaded model."""
         cfg = self.config.semantic
         path = cfg.path_for(task)
+        if cfg.tts_candidates < 1:
+            raise EngineError(f"semantic.tts_candidates must be at least 1 (1 = one sample), got {cfg.tts_candidates}")
         with self._lock:
             if path not in self._semantic:
                 from engine.semantic.model import SemanticModel
@@ -256,7 +258,12 @@ class Engine:
                 log.info("loading semantic LLM %s (%s)", path, ", ".join(cfg.routes()[path]))
                 device = cfg.device if cfg.device != "auto" else str(self.device)
                 start = time.perf_counter()
-                self._semantic[path] = SemanticModel.from_config(replace(cfg, path=load_from), device=device)
+                model = SemanticModel.from_config(replace(cfg, path=load_from), device=device)
+                if cfg.tts_candidates > 1 and "tts" in cfg.routes()[path]:  # best-of-N speech, read by the codec's phoneme head
+                    from engine.semantic.selection import PhonemeSelector
+
+                    model.selector = PhonemeSelector.for_codec(self.codec)
+                self._semantic[path] = model
                 self._load_s[semantic_role(cfg.routes()[path])] = time.perf_counter() - start
             return self._semantic[path]
 
@@ -391,7 +398,9 @@ class Engine:
         sem = cfg.semantic
         for path, tasks in sem.routes().items():  # which model serves which task
             role = semantic_role(tasks)
-            add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}", path, self._semantic.get(path),
+            upto = "up to " if sem.tts_candidates_chars > 0 else ""
+            best = f"; speech: best of {upto}{sem.tts_candidates} samples, read by the codec's phoneme head" if "tts" in tasks and sem.tts_candidates > 1 else ""
+            add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}{best}", path, self._semantic.get(path),
                 f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
         if sem.reply_writer:  # a separate LLM writes the chat reply text
             from engine.semantic.reply_writer import writer_name
@@ -628,6 +637,14 @@ class Engine:
         if options.seed is not None:
             sampling = replace(sampling, seed=options.seed)
         return model.transcribe(units, sampling)
+
+    def synthesize_units(self, units: list[int], voice: Voice, *, options: GenerationOptions | None = None) -> np.ndarray:
+        """RVQ-1 units (50 Hz, e.g. from ``semantic_for("tts").speak``) -> 16 kHz waveform in ``voice``: the
+        perceptual model and the codec, in one pass (what TTS does with the units it samples)."""
+        options = self._options(options)
+        self._check_voice(voice)
+        self._ready(options, None)
+        return self._synthesize([int(u) for u in units], self.prompt(voice), options)
 
     def new_conversation(self):
         from engine.semantic.history import Conversation

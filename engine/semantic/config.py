@@ -83,6 +83,14 @@ class SemanticConfig:
     # sampling.max_new_tokens): a loop (the same words again and again) ends near the text's length
     tts_units_per_char: float = 0.0
     tts_units_base: int = 50
+    # TTS: sample this many unit sequences (in one batch) and keep the one the codec's phoneme head reads as
+    # the text best (engine.semantic.selection; needs a codec with a phoneme head: the demo codec). 1 = one sample
+    tts_candidates: int = 1
+    # a text longer than this many characters gets proportionally fewer samples (tts_candidates x this /
+    # characters, at least tts_candidates_min), so that a long sentence's first audio waits about as long
+    # as a short one's; 0 = always tts_candidates
+    tts_candidates_chars: int = 0
+    tts_candidates_min: int = 4
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
     text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
     # who writes the chat reply text: null = this model itself (chain of modality in one model);

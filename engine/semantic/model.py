@@ -21,18 +21,22 @@ import torch
 from torch import Tensor
 
 from engine.errors import ModelUnavailableError
+from engine.semantic.batch_decoding import sample_rows
 from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.decoding import DecoderSlot, EagerDecoder, StaticDecoder, sample_next
 from engine.semantic.frontend import TextFrontEnd
 from engine.semantic.history import Conversation
 from engine.semantic.parsing import ChatReply, parse_reply, parse_text
 from engine.semantic.prompts import PromptFamily, Segment, Slot, Turn, displayable, prompt_family
+from engine.semantic.selection import PhonemeSelector
 from engine.semantic.slow_llama import SlowLlamaEncoder, slow_llama_encoder_for
 from engine.semantic.units import EOSP, SOSP
 
 __all__ = ["SemanticModel", "ChatReply", "ChatEvent", "TranscriptDelta", "TextDelta", "UnitChunk", "ReplyDone", "parse_reply", "sample_next"]
 
 log = logging.getLogger(__name__)
+
+CANDIDATE_PATIENCE = 1.5  # speak_candidates: see engine.semantic.batch_decoding.sample_rows
 
 
 # ------------------------------------------------------------------------------ events
@@ -88,6 +92,9 @@ class SemanticModel:
         self.unit_ids = torch.tensor([self.vocab[t] for t in unit_tokens])
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
+        # picks one of semantic.tts_candidates sampled unit sequences (engine.semantic.selection; the engine
+        # attaches the codec's phoneme-head selector). None: TTS samples one sequence
+        self.selector: PhonemeSelector | None = None
         c = self.cfg
         self._slot = DecoderSlot(model, c.decoder, c.compile, c.sync_every, c.fuse, c.half_matmul, c.max_context_tokens)
         if int(self.unit_ids.max()) >= self.num_embeddings:
@@ -294,14 +301,42 @@ class SemanticModel:
     def _sampling(self, sampling: SamplingConfig | None) -> SamplingConfig:
         return sampling or self.cfg.sampling
 
-    def stream_speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> Iterator[list[int]]:
-        """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk`` as they are sampled."""
-        chunk: list[int] = []
+    def _tts_request(self, text: str, sampling: SamplingConfig | None, instruction: int) -> tuple[str, SamplingConfig]:
+        """The TTS prompt for ``text`` and its sampling settings, capped by the text's length."""
         prompt = self.family.tts_prompt(self.frontend(text) if self.frontend else text, instruction)  # phonemes when trained on them
         sampling = self._sampling(sampling)
         if self.cfg.tts_units_per_char > 0:  # a length cap from the text: a loop cannot run to the whole budget
             cap = self.cfg.tts_units_base + math.ceil(self.cfg.tts_units_per_char * len(text))
             sampling = replace(sampling, max_new_tokens=min(sampling.max_new_tokens, cap))
+        return prompt, sampling
+
+    def stream_speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0,
+                     candidates: int | None = None) -> Iterator[list[int]]:
+        """TTS: RVQ-1 units for ``text``, in chunks of ``unit_chunk`` as they are sampled. With a
+        ``selector`` and ``candidates`` (None: ``candidates_for(text)``) > 1, that many sequences are
+        sampled and the one the selector picks comes out (in chunks, once it is chosen)."""
+        n = self.candidates_for(text) if candidates is None else int(candidates)
+        if self.selector is not None and n > 1:
+            candidates = self.speak_candidates(text, sampling, n, instruction)
+            units = candidates[self.selector.best(text, candidates)]
+            for i in range(0, len(units), self.cfg.unit_chunk):
+                yield units[i : i + self.cfg.unit_chunk]
+            return
+        yield from self._speak_one(text, sampling, instruction)
+
+    def candidates_for(self, text: str) -> int:
+        """How many unit sequences TTS samples for ``text`` (``tts_candidates``, fewer for a long text:
+        see ``SemanticConfig.tts_candidates_chars``)."""
+        c = self.cfg
+        n = max(int(c.tts_candidates), 1)
+        if c.tts_candidates_chars > 0 and len(text) > c.tts_candidates_chars:
+            n = min(n, max(c.tts_candidates_min, n * c.tts_candidates_chars // len(text)))
+        return n
+
+    def _speak_one(self, text: str, sampling: SamplingConfig | None, instruction: int) -> Iterator[list[int]]:
+        """One sampled unit sequence for ``text``, in chunks as it is sampled."""
+        chunk: list[int] = []
+        prompt, sampling = self._tts_request(text, sampling, instruction)
         for kind, value in self._generate(prompt, self.family.tts_scaffold(), sampling):
             if kind == "unit":
                 chunk.append(value)  # type: ignore[arg-type]
@@ -311,9 +346,39 @@ class SemanticModel:
         if chunk:
             yield chunk
 
-    def speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0) -> list[int]:
-        """TTS: RVQ-1 units (50 Hz) for ``text``."""
-        return [u for chunk in self.stream_speak(text, sampling, instruction) for u in chunk]
+    @torch.inference_mode()
+    def speak_candidates(self, text: str, sampling: SamplingConfig | None = None, n: int = 2, instruction: int = 0) -> list[list[int]]:
+        """TTS: ``n`` independently sampled unit sequences for ``text``, in one batch after one prefill
+        where the static decoder runs the model (engine.semantic.batch_decoding; only the sequences that
+        ended, when a row runs on far past the others), else one after another (seeds ``seed``, ``seed + 1``, ...)."""
+        prompt, sampling = self._tts_request(text, sampling, instruction)
+        scaffold = self.family.tts_scaffold()
+        first_slot = next(i for i, seg in enumerate(scaffold) if isinstance(seg, Slot))
+        slot = scaffold[first_slot]
+        assert isinstance(slot, Slot) and slot.name == "units"
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        seq = bos + self._ids(prompt + "".join(scaffold[:first_slot]))  # type: ignore[arg-type]
+        room = self.cfg.max_context_tokens - len(seq)
+        if room <= 8:
+            raise ModelUnavailableError(f"the prompt ({len(seq)} tokens) fills the context window ({self.cfg.max_context_tokens}); shorten the text")
+        budget = min(sampling.max_new_tokens, room)
+        with ExitStack() as lent:
+            decoder = self._decoder(sampling, len(seq) + budget + 1, lent)
+            if isinstance(decoder, StaticDecoder):
+                decoder.start(seq)
+                stops, mask = self._masks(slot)
+                # the limit _walk gives the slot; a row still going at 1.5x the length at which half had ended is cut
+                rows = sample_rows(decoder, decoder.plan(stops, mask, None), budget - 4, n, patience=CANDIDATE_PATIENCE)
+                ended = [tokens for tokens, stopped in rows if stopped]
+                if len(ended) < len(rows):
+                    log.info("semantic model: %d of %d speech candidates did not end (cut; loops or runaway speech)", len(rows) - len(ended), len(rows))
+                return [[self.unit_of[t] for t in tokens] for tokens in (ended or [tokens for tokens, _ in rows])]
+        seeds = [None if sampling.seed is None else sampling.seed + k for k in range(n)]
+        return [[u for chunk in self._speak_one(text, replace(sampling, seed=s), instruction) for u in chunk] for s in seeds]
+
+    def speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0, candidates: int | None = None) -> list[int]:
+        """TTS: RVQ-1 units (50 Hz) for ``text`` (``candidates`` as for ``stream_speak``)."""
+        return [u for chunk in self.stream_speak(text, sampling, instruction, candidates) for u in chunk]
 
     def transcribe(self, units: list[int], sampling: SamplingConfig | None = None, instruction: int = 0) -> str:
         """ASR: text for RVQ-1 units (empty string, with a logged warning, when the model says nothing).
