@@ -310,8 +310,10 @@ class Engine:
             return self.semantic
         from engine.semantic.reply_writer import WrittenReplyChat
 
+        sem = self.config.semantic
         return WrittenReplyChat(self.semantic_for("asr"), self.reply_writer, self.semantic_for("tts"),
-                                self.config.pipeline.chunk_chars, self.config.pipeline.chat_first_chars)
+                                self.config.pipeline.chunk_chars, self.config.pipeline.chat_first_chars,
+                                candidates=sem.reply_candidates if sem.reply_candidates > 0 else None)
 
     def perceptual(self, kind: str | None = None) -> PerceptualModel:
         kind = kind or self.config.perceptual.kind

@@ -135,9 +135,9 @@ def test_chat_chain_order(engine, monkeypatch):
         calls.append(("asr", list(units), text))
         return text
 
-    def stream_speak(text, sampling=None, instruction=0):
+    def stream_speak(text, sampling=None, instruction=0, candidates=None):
         units = []
-        for chunk in real_speak(text, sampling, instruction):
+        for chunk in real_speak(text, sampling, instruction, candidates):
             units += chunk
             yield chunk
         calls.append(("tts", text, units))

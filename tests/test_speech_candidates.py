@@ -197,3 +197,26 @@ def test_best_of_n_script_table():
     assert table["phoneme head's pick of 2"] == pytest.approx(5.0)  # seeds 1 and 0
     assert table["phoneme head's pick of 4"] == pytest.approx(15.0)  # seeds 3 and 3
     assert table["Whisper's own pick of 4 (oracle)"] == pytest.approx(0.0)
+
+
+def test_chat_reply_speech_samples_as_configured(tmp_path):
+    """The spoken reply of a written-reply chat passes its sample count to the TTS model (demo: one
+    streamed sample; 0 = as TTS)."""
+    from types import SimpleNamespace
+
+    from engine.semantic.history import Conversation
+    from engine.semantic.reply_writer import WrittenReplyChat
+
+    asked = []
+
+    class Tts:
+        def stream_speak(self, text, sampling, candidates=None):
+            asked.append((text, candidates))
+            yield [1, 2, 3]
+
+    writer = SimpleNamespace(name="w", cfg=SimpleNamespace(history_turns=0), stream=lambda past, text, seed=None: iter(["Paris is big. ", "Yes."]))
+    for candidates in (1, None, 8):
+        asked.clear()
+        list(WrittenReplyChat(None, writer, Tts(), candidates=candidates).stream_respond(Conversation(), "Tell me.", SAMPLING))
+        assert asked == [("Paris is big.", candidates), ("Yes.", candidates)]
+    assert load_config("demo").semantic.reply_candidates == 1

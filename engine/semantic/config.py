@@ -91,6 +91,9 @@ class SemanticConfig:
     # as a short one's; 0 = always tts_candidates
     tts_candidates_chars: int = 0
     tts_candidates_min: int = 4
+    # the spoken reply of a chat with a reply writer: samples per sentence (1 = one sample, streamed as it is
+    # sampled; 0 = as TTS). Best of 16 measured slower than real time there on 2 CPU cores (docs/demo.md)
+    reply_candidates: int = 1
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # speech output: chat and TTS
     text_sampling: TextSamplingConfig = field(default_factory=TextSamplingConfig)  # text output: ASR
     # who writes the chat reply text: null = this model itself (chain of modality in one model);

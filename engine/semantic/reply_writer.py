@@ -242,12 +242,16 @@ class WrittenReplyChat:
     """Chat through the chain of modality with the reply text from a separate writer:
     ASR on ``asr``, reply text from ``writer``, TTS on ``tts`` (sentence by sentence, as it streams)."""
 
-    def __init__(self, asr: SemanticModel, writer: ReplyWriter, tts: SemanticModel, max_chars: int = 250, first_chars: int = 0):
+    def __init__(self, asr: SemanticModel, writer: ReplyWriter, tts: SemanticModel, max_chars: int = 250, first_chars: int = 0,
+                 candidates: int | None = 1):
+        """``candidates``: unit sequences sampled per reply sentence (``SemanticModel.stream_speak``; None:
+        as TTS, 1: one sample, streamed as it is sampled)."""
         self.asr = asr
         self.writer = writer
         self.tts = tts
         self.max_chars = max_chars
         self.first_chars = first_chars
+        self.candidates = candidates
 
     def stream_respond(self, history: Conversation, user: Union[str, list[int]], sampling: SamplingConfig) -> Iterator[ChatEvent]:
         """Transcript (spoken input), reply text deltas, unit chunks, then ReplyDone - the events of
@@ -276,7 +280,7 @@ class WrittenReplyChat:
             seed = None if sampling.seed is None else sampling.seed + spoken_count
             spoken_count += 1
             got = 0
-            for chunk in self.tts.stream_speak(words, replace(sampling, seed=seed)):
+            for chunk in self.tts.stream_speak(words, replace(sampling, seed=seed), candidates=self.candidates):
                 reply_units.extend(chunk)
                 got += len(chunk)
                 yield UnitChunk(list(chunk))
