@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,3 +179,15 @@ def test_model_loading_is_its_own_line_not_part_of_first_audio(tmp_path):
     assert r.metrics.load_s > 0  # SoundStorm loaded for this request, reported apart
     status = {s.role: s for s in eng.status()}
     assert status["soundstorm"].loaded and status["soundstorm"].load_s > 0  # the model actually used is listed
+
+
+def test_synthesize_units_speaks_given_units_in_a_voice(engine):
+    """Engine.synthesize_units: the units a TTS request would speak -> 320 samples per unit, in the voice,
+    the same audio for the same seed, different units -> different audio; bad units are refused."""
+    units = engine.semantic_for("tts").speak("Hello there.", replace(engine.config.semantic.sampling, seed=3))
+    wav = engine.synthesize_units(units, "Tester", options=GenerationOptions(seed=0))
+    assert frames_ok(wav) and wav.size == len(units) * 320
+    assert np.array_equal(wav, engine.synthesize_units(units, "Tester", options=GenerationOptions(seed=0)))
+    assert not np.array_equal(wav, engine.synthesize_units(units[::-1], "Tester", options=GenerationOptions(seed=0)))
+    with pytest.raises(EngineError, match="outside"):
+        engine.synthesize_units([5, 2000], "Tester")

@@ -69,7 +69,7 @@ def sample_rows(dec: StaticDecoder, plan: SlotPlan, limit: int, rows: int, patie
         counts.scatter_add_(1, token[:, None], torch.ones(rows, 1, dtype=counts.dtype, device=counts.device))
         hidden = _step(dec, weights, token, pos, k_cache, v_cache)
         pos += 1
-    table = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(rows)]  # [R, steps]: the one host sync
+    table = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(rows)]  # [R, steps] (only the stop count is read per step)
     stops = set(plan.stops)
     out = []
     for row in table:
