@@ -55,3 +55,10 @@ def save_anygpt_layout(folder: Path, family: str = "anygpt", seed: int = 0) -> P
     assert (folder / "tokenizer.model").is_file() and (folder / "pytorch_model.bin").is_file()
     assert not (folder / "tokenizer.json").exists()
     return folder
+
+
+def slot_plan(dec, vocab: int, allowed: list[int], stops: list[int]):
+    """A decoder's plan for a slot that may sample ``allowed`` ids and ends at ``stops`` (named <stopN>)."""
+    mask = torch.ones(vocab, dtype=torch.bool)
+    mask[allowed + stops] = False
+    return dec.plan({s: f"<stop{s}>" for s in stops}, mask, None)

@@ -11,7 +11,7 @@ from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.decoding import EagerDecoder, StaticDecoder, filtered_probs, penalize
 from engine.semantic.history import Conversation
 from engine.semantic.model import SemanticModel
-from tests.semantic_helpers import save_ours, tiny_llama
+from tests.semantic_helpers import save_ours, slot_plan, tiny_llama
 
 GREEDY = SamplingConfig(temperature=0, repetition_penalty=1.05, max_new_tokens=60, seed=0)
 
@@ -37,12 +37,6 @@ def _decoders(vocab: int = 4000, sync_every: int = 1):
     return model, EagerDecoder(model, torch.device("cpu"), GREEDY, eos_id=2), StaticDecoder(model, max_len=256, sync_every=sync_every)
 
 
-def _plan(dec, vocab: int, allowed: list[int], stops: list[int]):
-    mask = torch.ones(vocab, dtype=torch.bool)
-    mask[allowed + stops] = False
-    return dec.plan({s: f"<stop{s}>" for s in stops}, mask, None)
-
-
 @pytest.mark.parametrize("sync_every", [1, 5])
 def test_static_decoder_sub_vocabulary_and_batched_syncs_match_eager(sync_every):
     """A speech-like slot (a few hundred allowed ids of 4000: only their output rows are computed),
@@ -54,16 +48,16 @@ def test_static_decoder_sub_vocabulary_and_batched_syncs_match_eager(sync_every)
     prompt = [1, 17, 99, 3000, 45, 7]
     allowed = list(range(500, 800))
     eager.start(prompt)
-    free = list(eager.sample(_plan(eager, vocab, allowed, []), 12))  # where the greedy path goes
+    free = list(eager.sample(slot_plan(eager, vocab, allowed, []), 12))  # where the greedy path goes
     stop = free[6]  # a token the greedy path reaches at step 7: a stop in the middle of a batch
     allowed = [a for a in allowed if a != stop]
     runs = []
     for dec in (EagerDecoder(model, torch.device("cpu"), GREEDY, eos_id=2), static):
         dec.start(prompt)
-        plan = _plan(dec, vocab, allowed, [stop])
+        plan = slot_plan(dec, vocab, allowed, [stop])
         first = list(dec.sample(plan, 40))
         dec.feed([11, 12])
-        second = list(dec.sample(_plan(dec, vocab, list(range(100, 400)), [3999]), 15))
+        second = list(dec.sample(slot_plan(dec, vocab, list(range(100, 400)), [3999]), 15))
         runs.append((first, second))
     assert plan.head_weight is not None and plan.head_weight.shape[0] == len(allowed) + 1
     assert runs[0] == runs[1]
@@ -138,14 +132,14 @@ def test_float16_projections_only_where_the_weights_are_float16_values():
     assert hidden[0].dtype == torch.float32
     torch.testing.assert_close(hidden[0], hidden[1], atol=2e-2, rtol=2e-2)
     assert not torch.equal(hidden[0], hidden[1])  # the float16 products did run
-    plan = _plan(half, vocab, list(range(100, 300)), [400])
+    plan = slot_plan(half, vocab, list(range(100, 300)), [400])
     assert plan.head_weight.dtype == torch.float16
     half.reset(GREEDY, eos_id=2, vocab=vocab)
     full.reset(GREEDY, eos_id=2, vocab=vocab)
     half.start(ids)
     full.start(ids)
     a = list(half.sample(plan, 20))
-    b = list(full.sample(_plan(full, vocab, list(range(100, 300)), [400]), 20))
+    b = list(full.sample(slot_plan(full, vocab, list(range(100, 300)), [400]), 20))
     assert len(a) == len(b) == 20 and sum(x == y for x, y in zip(a, b)) >= 15  # greedy paths agree but for near-ties
 
 
@@ -174,7 +168,7 @@ def test_sampling_distribution_is_the_eager_one(top_p):
     eager = EagerDecoder(model, torch.device("cpu"), s, eos_id=2)
     eager.start(prompt)
     static.start(prompt)
-    plan = _plan(static, vocab, allowed, [])
+    plan = slot_plan(static, vocab, allowed, [])
     with torch.inference_mode():
         logits = eager.logits.float().masked_fill(plan.mask, float("-inf"))
         present = torch.zeros(vocab, dtype=torch.bool)

@@ -13,6 +13,7 @@ from engine.errors import ModelUnavailableError
 from engine.semantic.config import SamplingConfig, SemanticConfig
 from engine.semantic.model import SemanticModel
 from engine.semantic.selection import PhonemeSelector
+from tests.semantic_helpers import slot_plan, tiny_llama
 
 SAMPLING = SamplingConfig(temperature=1.0, top_p=0.9, repetition_penalty=1.05, max_new_tokens=40, seed=7)
 GREEDY = replace(SAMPLING, temperature=0.0)
@@ -99,17 +100,10 @@ def test_engine_attaches_the_codec_selector_or_says_why_it_cannot(tmp_path):
 
 def _decoder(sampling: SamplingConfig, vocab: int = 600, fuse: bool = True):
     from engine.semantic.decoding import StaticDecoder
-    from tests.semantic_helpers import tiny_llama
 
     dec = StaticDecoder(tiny_llama(vocab, seed=3).eval(), max_len=256, fuse=fuse)
     dec.reset(sampling, eos_id=2, vocab=vocab)
     return dec
-
-
-def _plan(dec, vocab: int, allowed: list[int], stops: list[int]):
-    mask = torch.ones(vocab, dtype=torch.bool)
-    mask[allowed + stops] = False
-    return dec.plan({s: f"<stop{s}>" for s in stops}, mask, None)
 
 
 @pytest.mark.parametrize("top_p", [0.8, 1.0])
@@ -124,7 +118,7 @@ def test_rows_draw_from_the_filtered_distribution(top_p):
     dec = _decoder(s, vocab)
     with torch.inference_mode():
         dec.start(prompt)
-        plan = _plan(dec, vocab, allowed, [])
+        plan = slot_plan(dec, vocab, allowed, [])
         logits = dec.lm.get_output_embeddings()(dec.hidden).float().masked_fill(plan.mask, float("-inf"))
         present = torch.zeros(vocab, dtype=torch.bool)
         present[prompt] = True
@@ -150,10 +144,10 @@ def test_rows_stop_on_their_own_and_patience_cuts_the_stragglers(fuse):
     allowed, stops = list(range(300, 320)), [400, 401]
     dec = _decoder(s, vocab, fuse)
     dec.start([1, 5, 9])
-    rows = sample_rows(dec, _plan(dec, vocab, allowed, stops), 200, 8)
+    rows = sample_rows(dec, slot_plan(dec, vocab, allowed, stops), 200, 8)
     assert all(stopped for _, stopped in rows) and len({len(t) for t, _ in rows}) > 1
     assert all(set(t) <= set(allowed) for t, _ in rows)
-    cut = sample_rows(dec, _plan(dec, vocab, allowed, stops), 200, 8, patience=1.0)
+    cut = sample_rows(dec, slot_plan(dec, vocab, allowed, stops), 200, 8, patience=1.0)
     ended = [t for t, stopped in cut if stopped]
     longest = max(len(t) for t in ended)
     assert 4 <= len(ended) < 8
