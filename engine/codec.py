@@ -380,9 +380,9 @@ class Codec:
         (float32, CPU). Raises ModelUnavailableError for a codec without a phoneme head."""
         if not self.phoneme_symbols:
             raise ModelUnavailableError(f"codec {self.name!r} has no phoneme head (only the demo codec, trained with loss.phoneme_ctc, has one)")
-        emb = self.semantic_embedding(torch.as_tensor(tokens)).to(self.device)  # [B, T, D]
-        head = self.model.phoneme_head
-        logits = head(emb.to(head.weight.dtype)).float()  # [B, T, symbols + 1]
+        emb = self.semantic_embedding(torch.as_tensor(tokens))  # [B, T, D]
+        head = self.model.phoneme_head.weight
+        logits = self.model.phoneme_logits(emb.transpose(1, 2).to(head.device, head.dtype)).float()  # [B, T, symbols + 1]
         return logits.log_softmax(-1).cpu()
 
     def decode_codes(self, codes: Tensor) -> Tensor:

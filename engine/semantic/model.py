@@ -229,9 +229,9 @@ class SemanticModel:
         with ExitStack() as lent:  # closed also when the consumer stops early
             yield from self._walk(prompt, scaffold, sampling, lent)
 
-    @torch.inference_mode()
-    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, lent: ExitStack) -> Iterator[tuple[str, object]]:
-        # the prompt and the fixed text right after it are tokenized as one string, as in training
+    def _prefill_ids(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig) -> tuple[list[int], str, int, int]:
+        """(token ids to prefill, the scaffold's fixed text before its first slot, that slot's index, reply token
+        budget): the prompt and the fixed text right after it are tokenized as one string, as in training."""
         first_slot = next((i for i, seg in enumerate(scaffold) if isinstance(seg, Slot)), len(scaffold))
         head = "".join(scaffold[:first_slot])  # type: ignore[arg-type]
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
@@ -239,7 +239,11 @@ class SemanticModel:
         room = self.cfg.max_context_tokens - len(seq)
         if room <= 8:
             raise ModelUnavailableError(f"the prompt ({len(seq)} tokens) fills the context window ({self.cfg.max_context_tokens}); clear the conversation or shorten the input")
-        budget = min(sampling.max_new_tokens, room)
+        return seq, head, first_slot, min(sampling.max_new_tokens, room)
+
+    @torch.inference_mode()
+    def _walk(self, prompt: str, scaffold: list[Segment], sampling: SamplingConfig, lent: ExitStack) -> Iterator[tuple[str, object]]:
+        seq, head, first_slot, budget = self._prefill_ids(prompt, scaffold, sampling)
         used = 0  # reply tokens so far
         raw = [head]
         decoder = self._decoder(sampling, len(seq) + budget + 1, lent)
@@ -317,8 +321,8 @@ class SemanticModel:
         sampled and the one the selector picks comes out (in chunks, once it is chosen)."""
         n = self.candidates_for(text) if candidates is None else int(candidates)
         if self.selector is not None and n > 1:
-            candidates = self.speak_candidates(text, sampling, n, instruction)
-            units = candidates[self.selector.best(text, candidates)]
+            samples = self.speak_candidates(text, sampling, n, instruction)
+            units = samples[self.selector.best(text, samples)]
             for i in range(0, len(units), self.cfg.unit_chunk):
                 yield units[i : i + self.cfg.unit_chunk]
             return
@@ -353,15 +357,9 @@ class SemanticModel:
         ended, when a row runs on far past the others), else one after another (seeds ``seed``, ``seed + 1``, ...)."""
         prompt, sampling = self._tts_request(text, sampling, instruction)
         scaffold = self.family.tts_scaffold()
-        first_slot = next(i for i, seg in enumerate(scaffold) if isinstance(seg, Slot))
+        seq, _, first_slot, budget = self._prefill_ids(prompt, scaffold, sampling)
         slot = scaffold[first_slot]
         assert isinstance(slot, Slot) and slot.name == "units"
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        seq = bos + self._ids(prompt + "".join(scaffold[:first_slot]))  # type: ignore[arg-type]
-        room = self.cfg.max_context_tokens - len(seq)
-        if room <= 8:
-            raise ModelUnavailableError(f"the prompt ({len(seq)} tokens) fills the context window ({self.cfg.max_context_tokens}); shorten the text")
-        budget = min(sampling.max_new_tokens, room)
         with ExitStack() as lent:
             decoder = self._decoder(sampling, len(seq) + budget + 1, lent)
             if isinstance(decoder, StaticDecoder):
