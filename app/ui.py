@@ -30,7 +30,7 @@ from app.status import PROFILE_SWITCH, TINY_NOTE, status_line, status_markdown
 from app.vad import VadSegmenter
 from engine.audio import SAMPLE_RATE, UploadedFile, save_wav
 from engine.errors import EngineError
-from engine.pipeline import AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript, TtsDone
+from engine.pipeline import MAX_CANDIDATES, AudioChunk, ChatDone, Engine, GenerationOptions, TextDelta, Transcript, TtsDone
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ class UI:
         return self.audio_in(clip)
 
     @staticmethod
-    def options(steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None, seed=None) -> GenerationOptions:
+    def options(steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None, seed=None,
+                candidates=None) -> GenerationOptions:
         """Knob values from the page -> checked GenerationOptions (``None`` / seed -1 = the
         configured default); a non-finite or out-of-range value is refused with gr.Error."""
 
@@ -183,6 +184,7 @@ class UI:
             temperature=num("Temperature", temperature),
             top_p=num("Top-p", top_p),
             seed=None if s is None or s < 0 else int(s),
+            candidates=int(n) if (n := num("Samples per sentence", candidates)) is not None else None,
         )
         try:
             return opts.validated()
@@ -206,14 +208,14 @@ class UI:
 
     # ------------------------------------------------------------------ TTS / conversion
     def tts(self, text, voice, clip=None, steps=None, chain=None, guidance=None, perceptual=None, temperature=None, top_p=None,
-            seed=-1, progress=gr.Progress()):
+            seed=-1, candidates=None, progress=gr.Progress()):
         """Text -> (live audio piece, whole audio file, download file, info markdown), yielded as the
         pieces are generated (the first after the first sentence's first units) and then the whole."""
         if not text or not text.strip():
             raise user_error("There is no text to speak: type something first.")
         try:  # text, voice and settings are checked here, before anything runs
             events = self.engine.stream_tts(text, self.pick_voice(voice, clip),
-                                            options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed),
+                                            options=self.options(steps, chain, guidance, perceptual, temperature, top_p, seed, candidates),
                                             progress=self._progress(progress))
             for event in events:
                 if isinstance(event, AudioChunk):
@@ -443,8 +445,10 @@ def flow_visibility(kind: str):
     return gr.update(visible=kind == "flow"), gr.update(visible=kind == "flow")
 
 
-def knobs(cfg, with_llm: bool = True, elem_id: str | None = None) -> tuple:
-    """The generation settings accordion; returns (steps, chain, guidance, perceptual, temperature, top_p, seed)."""
+def knobs(cfg, with_llm: bool = True, elem_id: str | None = None, samples: bool = False) -> tuple:
+    """The generation settings accordion; returns (steps, chain, guidance, perceptual, temperature, top_p, seed),
+    and with ``samples`` (text to speech) also the samples-per-sentence slider (shown where the profile
+    speaks the best of several samples: the demo codec's phoneme head chooses)."""
     flow = cfg.perceptual.kind == "flow"
     with gr.Accordion("Settings", open=False, elem_id=elem_id):
         with gr.Row():
@@ -458,8 +462,12 @@ def knobs(cfg, with_llm: bool = True, elem_id: str | None = None) -> tuple:
             temperature = gr.Slider(0, 1.5, value=cfg.semantic.sampling.temperature, step=0.05, label="LLM temperature", visible=with_llm)
             top_p = gr.Slider(0.1, 1, value=cfg.semantic.sampling.top_p, step=0.05, label="LLM top\u2011p", visible=with_llm)
             seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
+            if samples:
+                best_of = gr.Slider(1, MAX_CANDIDATES, value=cfg.semantic.tts_candidates, step=1, label="Samples per sentence",
+                                    info="the best one is spoken; fewer for long sentences; 1 = one sample, streamed (starts sooner)",
+                                    visible=cfg.semantic.tts_candidates > 1)
         perceptual.change(flow_visibility, perceptual, [chain, guidance], api_name=False, queue=False, show_progress="hidden")
-    return steps, chain, guidance, perceptual, temperature, top_p, seed
+    return (steps, chain, guidance, perceptual, temperature, top_p, seed, *((best_of,) if samples else ()))
 
 
 def voice_picker(names: list[str], default: str, label: str, hint: str = "3 s or more"):
@@ -551,7 +559,7 @@ def build_demo(engine: Engine, concurrency: int = 1, live_audio: bool | None = N
                 with gr.Column():
                     text = gr.Textbox(lines=5, label="Text", value="Hello! This is a zero-shot voice made from a short sample.")
                     tts_voice, tts_clip = voice_picker(names, default_voice, "Voice", hint)
-                    t_knobs = knobs(cfg, elem_id="tts-settings")
+                    t_knobs = knobs(cfg, elem_id="tts-settings", samples=True)
                     speak = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     if ui.live_audio:

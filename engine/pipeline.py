@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 Voice = Union[str, AudioInput]  # a library voice name (str), or audio to take the voice from
 MAX_SEED = 2**32 - 1
+MAX_CANDIDATES = 32  # TTS samples per sentence a request may ask for (one batch: memory and time grow with it)
 RECOGNIZERS = ("chain", "chat")  # Engine.transcribe: the semantic model's ASR, or what transcribes spoken chat
 
 
@@ -55,6 +56,7 @@ class GenerationOptions:
     temperature: float | None = None  # LLM sampling
     top_p: float | None = None
     seed: int | None = None
+    candidates: int | None = None  # TTS: unit sequences sampled per sentence, the best spoken (1 = one, streamed)
 
     def validated(self) -> "GenerationOptions":
         """These options, checked: finite numbers in range, known names; EngineError says which
@@ -91,6 +93,7 @@ class GenerationOptions:
             temperature=number("temperature", self.temperature, 0.0, 5.0),
             top_p=number("top-p", self.top_p, 1e-6, 1.0),
             seed=integer("seed", self.seed, 0, MAX_SEED),
+            candidates=integer("samples per sentence", self.candidates, 1, MAX_CANDIDATES),
         )
 
 
@@ -448,6 +451,19 @@ class Engine:
         pc = self.config.pipeline
         return load_audio(audio, max_seconds=pc.max_input_seconds, min_seconds=pc.min_input_seconds)
 
+    def _candidates(self, text: str, options: GenerationOptions, model) -> int | None:
+        """A request's TTS samples for one sentence: ``options.candidates`` in place of the profile's
+        ``semantic.tts_candidates`` (fewer for a long sentence, as for the profile's); None: the profile's.
+        More than one needs the codec's phoneme head to choose (ModelUnavailableError says so)."""
+        if options.candidates is None:
+            return None
+        n = model.candidates_for(text, options.candidates)
+        if n > 1 and model.selector is None:
+            from engine.semantic.selection import PhonemeSelector
+
+            model.selector = PhonemeSelector.for_codec(self.codec)
+        return n
+
     def _sampling(self, options: GenerationOptions):
         sampling = self.config.semantic.sampling
         changes = {k: v for k, v in (("temperature", options.temperature), ("top_p", options.top_p), ("seed", options.seed)) if v is not None}
@@ -557,7 +573,7 @@ class Engine:
             if progress:
                 progress(i / len(chunks), f"sentence {i + 1}/{len(chunks)}: semantic tokens")
             chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
-            stream = model.stream_speak(chunk, chunk_sampling)
+            stream = model.stream_speak(chunk, chunk_sampling, candidates=self._candidates(chunk, options, model))
             streamed = i == 0 and p.tts_first_frames > 0 and len(chunk) >= p.tts_stream_min_chars  # audio after the first units
             voice_out = self._utterance(prompt, options, seed_offset=i, clock=clock) if streamed else None
             units: list[int] = []  # not yet synthesised

@@ -30,6 +30,8 @@ class Candidate(NamedTuple):  # a NamedTuple: the docs test loads this file with
     errors: int  # Whisper tiny.en's word errors against the text
     words: int
     heard: str
+    units: list = []  # the RVQ-1 units sampled (rows written before this field load without them)
+    rescore: float = float("nan")  # the same head's CTC loss per phoneme on the RVQ-1 of the synthesised audio, re-encoded
 
 
 def wer_table(items: list[list[Candidate]]) -> list[tuple[str, float]]:
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", required=True, help="JSONL of every candidate (resumable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
+                        help="skip items whose id is in this manifest (a development set beside a test set)")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many items (0: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.candidates < 1:
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in out.read_text().splitlines():
             row = json.loads(line)
             done[row["id"]] = [Candidate(*c) for c in row["candidates"]]
-    items = read_manifest(args.manifest, "tts")
+    skip = {i.id for m in args.exclude for i in read_manifest(m, "tts")}
+    items = [i for i in read_manifest(args.manifest, "tts") if i.id not in skip]
+    items = items[: args.limit] if args.limit > 0 else items
     with out.open("a") as f:
         for n, item in enumerate(items, 1):
             if item.id in done and len(done[item.id]) >= args.candidates:
@@ -93,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             scores = selector.scores(text, samples)
             cands = []
             for k, (units, score) in enumerate(zip(samples, scores)):
-                heard = asr.transcribe(engine.synthesize_units(units, Path(item.prompt), options=options))  # manifest paths: a trusted caller
+                wav = engine.synthesize_units(units, Path(item.prompt), options=options)  # manifest paths: a trusted caller
+                heard = asr.transcribe(wav)
+                rescore = selector.scores(text, [engine.codec.encode(wav).semantic_tokens.tolist()])[0]
                 st = wer_stats(text, heard)
-                cands.append(Candidate(args.seed + k, len(units), score, st.errors, st.reference_words, heard))
+                cands.append(Candidate(args.seed + k, len(units), score, st.errors, st.reference_words, heard, list(units), rescore))
             done[item.id] = cands
             f.write(json.dumps({"id": item.id, "text": text, "candidates": [list(c) for c in cands]}) + "\n")
             f.flush()

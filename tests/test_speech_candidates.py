@@ -214,3 +214,51 @@ def test_chat_reply_speech_samples_as_configured(tmp_path):
         list(WrittenReplyChat(None, writer, Tts(), candidates=candidates).stream_respond(Conversation(), "Tell me.", SAMPLING))
         assert asked == [("Paris is big.", candidates), ("Yes.", candidates)]
     assert load_config("demo").semantic.reply_candidates == 1
+
+
+def test_a_request_asks_for_its_own_number_of_samples(tmp_path, monkeypatch):
+    """``GenerationOptions.candidates`` replaces the profile's ``tts_candidates`` for one request (a long
+    sentence still gets fewer); 1 is one streamed sample; more than one without a phoneme head says why;
+    the CLI and the page pass it through."""
+    import numpy as np
+
+    from app.ui import UI
+    from engine.cli._tasks import add_generation_args, options_from_args
+    from engine.errors import EngineError
+    from engine.pipeline import MAX_CANDIDATES, Engine, GenerationOptions
+    from tests.audio_helpers import voiced
+
+    for bad in (0, MAX_CANDIDATES + 1, 2.5, True):
+        with pytest.raises(EngineError, match="samples per sentence"):
+            GenerationOptions(candidates=bad).validated()
+    engine = Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}"]))
+    voice = (16000, voiced(2.0, sr=16000, f0=150))
+    model = engine.semantic_for("tts")
+    asked, real = [], model.stream_speak
+
+    def spy(text, sampling=None, instruction=0, candidates=None):
+        asked.append((text, candidates))
+        return real(text, sampling, instruction, candidates=1)  # the tiny codec has no head: one sample each
+
+    assert engine.tts("Hello there.", voice, options=GenerationOptions(seed=0, candidates=1)).wav.size > 0  # no head needed for one
+    with pytest.raises(ModelUnavailableError, match="phoneme head"):  # the tiny codec (SpeechTokenizer's) cannot choose
+        engine.tts("Hello there.", voice, options=GenerationOptions(seed=0, candidates=3))
+    model.selector = PhonemeSelector(lambda t: torch.zeros(t.shape[0], t.shape[1], 3).log_softmax(-1), ["a", "b"])
+    monkeypatch.setattr(model, "stream_speak", spy)
+    model.cfg = replace(model.cfg, tts_candidates_chars=20, tts_candidates_min=2)
+    long = "This sentence is a good deal longer than twenty characters."
+    for asked_for, want in ((None, None), (1, 1), (6, 6), (32, 32)):
+        asked.clear()
+        for text in ("Hello there.", long):
+            wav = engine.tts(text, voice, options=GenerationOptions(seed=0, candidates=asked_for)).wav
+            assert np.isfinite(wav).all() and wav.size > 0
+        assert asked == [("Hello there.", want), (long, None if want is None else model.candidates_for(long, want))]
+    assert model.candidates_for(long, 6) == 2 and model.candidates_for(long, 32) == 10
+
+    parser = __import__("argparse").ArgumentParser()
+    add_generation_args(parser)
+    parser.add_argument("--candidates", type=int, default=None)
+    assert options_from_args(parser.parse_args(["--voice", "v", "--out", "o.wav", "--candidates", "4"])).candidates == 4
+    assert UI.options(candidates=5.0).candidates == 5 and UI.options().candidates is None
+    with pytest.raises(Exception, match="samples per sentence"):
+        UI.options(candidates=0)

@@ -41,6 +41,7 @@ def options_from_args(args: argparse.Namespace):
         temperature=getattr(args, "temperature", None),
         top_p=getattr(args, "top_p", None),
         seed=args.seed,
+        candidates=getattr(args, "candidates", None),
     )
 
 

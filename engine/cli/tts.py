@@ -11,6 +11,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine tts", description=__doc__)
     parser.add_argument("--text", required=True, help="the text to speak (numbers, dates, money are normalised)")
     add_generation_args(parser)
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="unit sequences sampled per sentence, the one the codec's phoneme head reads best spoken "
+                             "(default: the profile's semantic.tts_candidates; 1 = one sample, streamed)")
     args = parser.parse_args(argv)
     from engine.audio import save_wav
     from engine.pipeline import Engine

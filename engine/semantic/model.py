@@ -328,11 +328,11 @@ class SemanticModel:
             return
         yield from self._speak_one(text, sampling, instruction)
 
-    def candidates_for(self, text: str) -> int:
-        """How many unit sequences TTS samples for ``text`` (``tts_candidates``, fewer for a long text:
-        see ``SemanticConfig.tts_candidates_chars``)."""
+    def candidates_for(self, text: str, most: int | None = None) -> int:
+        """How many unit sequences TTS samples for ``text``: ``most`` (None: ``tts_candidates``), fewer
+        for a long text (see ``SemanticConfig.tts_candidates_chars``)."""
         c = self.cfg
-        n = max(int(c.tts_candidates), 1)
+        n = max(int(c.tts_candidates if most is None else most), 1)
         if c.tts_candidates_chars > 0 and len(text) > c.tts_candidates_chars:
             n = min(n, max(c.tts_candidates_min, n * c.tts_candidates_chars // len(text)))
         return n

@@ -45,8 +45,8 @@ class PhonemeSelector:
         """The selector of a codec with a phoneme head (the demo codec); ModelUnavailableError otherwise."""
         symbols = codec.phoneme_symbols
         if not symbols:
-            raise ModelUnavailableError(f"best-of-N speech (semantic.tts_candidates > 1) reads the units with the codec's phoneme head, "
-                                        f"and codec {codec.name!r} has none (only the demo codec does); set semantic.tts_candidates: 1")
+            raise ModelUnavailableError(f"best-of-N speech (more than one sample per sentence) reads the units with the codec's phoneme head, "
+                                        f"and codec {codec.name!r} has none (only the demo codec does); ask for one sample (semantic.tts_candidates: 1)")
         return cls(codec.phoneme_log_probs, symbols)
 
     def target(self, text: str) -> list[int]:
