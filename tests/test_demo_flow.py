@@ -250,6 +250,18 @@ def test_build_testset_demo_tts_and_voice_references(corpus, tmp_path, capsys):
     chosen = [json.loads(line)["id"] for line in (tmp_path / "t" / "references.jsonl").read_text().splitlines()]
     assert not set(chosen) & {it.id for it in items}
     assert all(Path(path).is_file() for _, path in refs.values())
+    # a development set: a draw less another set's items (the rest of the draw as it was)
+    from engine.eval.testsets import write_manifest
+
+    assert len(items) >= 2
+    write_manifest(tmp_path / "one" / "manifest.jsonl", items[:1])
+    assert cli(["eval", "build-testset", "demo", "--task", "tts", "--corpus", str(corpus), "--out", str(tmp_path / "d"),
+                "--exclude", str(tmp_path / "one" / "manifest.jsonl")]) == 0
+    assert "left out 1 item(s)" in capsys.readouterr().out
+    assert [it.id for it in read_manifest(tmp_path / "d" / "manifest.jsonl", "tts")] == [it.id for it in items[1:]]
+    with pytest.raises(SystemExit, match="every item"):
+        cli(["eval", "build-testset", "demo", "--task", "tts", "--corpus", str(corpus), "--out", str(tmp_path / "e"),
+             "--exclude", str(tmp_path / "t" / "manifest.jsonl")])
 
 
 def test_build_testset_demo_self_converts_into_the_own_voice(corpus, tmp_path, capsys):

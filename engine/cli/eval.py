@@ -177,6 +177,16 @@ def _build(args: argparse.Namespace) -> int:
         path = build_testset(args.corpus, args.root, args.out, task=args.task, speakers=args.speakers,
                              per_speaker=1 if args.per_speaker is None else args.per_speaker, prompt_seconds=args.prompt_seconds,
                              seed=args.seed)
+    if args.exclude:
+        from engine.eval.testsets import write_manifest
+
+        taken = {item.id for other in args.exclude for item in read_manifest(other)}
+        items = read_manifest(path)
+        kept = [item for item in items if item.id not in taken]
+        if not kept:
+            raise SystemExit(f"every item of this draw is in {', '.join(args.exclude)}: use another --seed or a larger --per-voice")
+        path = write_manifest(path, kept)
+        print(f"left out {sum(item.id in taken for item in items)} item(s) of {', '.join(args.exclude)}")
     n = len(read_manifest(path))
     print(f"wrote {path} ({n} items)")
     return 0
@@ -232,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="items per speaker (0 = every 4-10 s utterance; default 1), demo: per held-out source voice (default 20)")
     b.add_argument("--prompt-seconds", type=float, default=3.0)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--exclude", action="append", default=[], metavar="MANIFEST",
+                   help="leave out the items of another manifest (a development set beside a test set: the same draw "
+                        "with another --seed, less the test set's items)")
     args = parser.parse_args(argv)
     if args.command == "build-testset":
         return run_cli(lambda: _build(args))
