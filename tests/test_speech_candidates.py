@@ -262,3 +262,32 @@ def test_a_request_asks_for_its_own_number_of_samples(tmp_path, monkeypatch):
     assert UI.options(candidates=5.0).candidates == 5 and UI.options().candidates is None
     with pytest.raises(Exception, match="samples per sentence"):
         UI.options(candidates=0)
+
+
+def test_best_of_n_data_mixes_the_picks_into_the_training_records(tmp_path):
+    """scripts/best_of_n_data.py's mix: each pick ``repeat`` times under one id (one side of the
+    train/valid split), a draw of the original records, nothing else; picks of another codec or text
+    front end are refused."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "best_of_n_data.py"
+    spec = importlib.util.spec_from_file_location("best_of_n_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pick = {"task": "tts", "id": "pick-0", "prompt": "p", "response": " <sosp><1><eosp>", "text_units": "phonemes", "codec": "demo-v3",
+            "text": "t", "score": 0.1, "score_median": 0.5}
+    picks, data, out = tmp_path / "picks.jsonl", tmp_path / "data.jsonl", tmp_path / "mixed.jsonl"
+    picks.write_text("".join(json.dumps({**pick, "prompt": f"p{i}"}) + "\n" for i in range(3)))
+    base = [{"task": t, "id": f"u{i}", "prompt": "q", "response": "r", "text_units": "phonemes", "codec": "demo-v3"} for i in range(10) for t in ("tts", "asr")]
+    data.write_text("".join(json.dumps(r) + "\n" for r in base))
+    assert "3 picks x 2 + 5 records" in module.mix(picks, data, out, repeat=2, original=5, seed=0)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    mine = [r for r in rows if r["id"].startswith("pick")]
+    assert len(rows) == 11 and sorted(r["prompt"] for r in mine) == ["p0", "p0", "p1", "p1", "p2", "p2"]
+    assert {r["id"] for r in mine if r["prompt"] == "p1"} == {"pick1"} and all("score" not in r for r in mine)
+    assert all(r in base for r in rows if not r["id"].startswith("pick"))
+    data.write_text(json.dumps({**base[0], "codec": "demo-v2"}) + "\n")
+    with pytest.raises(SystemExit, match="demo-v2"):
+        module.mix(picks, data, out, repeat=1, original=0, seed=0)
