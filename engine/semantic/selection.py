@@ -46,7 +46,8 @@ class PhonemeSelector:
         symbols = codec.phoneme_symbols
         if not symbols:
             raise ModelUnavailableError(f"best-of-N speech (more than one sample per sentence) reads the units with the codec's phoneme head, "
-                                        f"and codec {codec.name!r} has none (only the demo codec does); ask for one sample (semantic.tts_candidates: 1)")
+                                        f"and codec {codec.name!r} has none (only the demo codec does); ask for one sample per sentence "
+                                        "(tts --candidates 1, Samples per sentence 1 on the page, semantic.tts_candidates: 1 in the profile)")
         return cls(codec.phoneme_log_probs, symbols)
 
     def target(self, text: str) -> list[int]:
