@@ -107,6 +107,6 @@ def test_tts_task_is_served_by_the_tts_model(tmp_path, monkeypatch):
     asked = []
     for task in ("chat", "tts"):
         model = engine.semantic_for(task)
-        monkeypatch.setattr(model, "stream_speak", lambda text, sampling=None, instruction=0, task=task: asked.append(task) or iter([[5] * 20]))
+        monkeypatch.setattr(model, "stream_speak", lambda text, sampling=None, instruction=0, candidates=None, task=task: asked.append(task) or iter([[5] * 20]))
     result = engine.tts("Hello there.", "Tester", options=GenerationOptions(seed=0))
     assert asked == ["tts"] and result.wav.size > 0
