@@ -262,7 +262,9 @@ class Engine:
                 device = cfg.device if cfg.device != "auto" else str(self.device)
                 start = time.perf_counter()
                 model = SemanticModel.from_config(replace(cfg, path=load_from), device=device)
-                if cfg.tts_candidates > 1 and "tts" in cfg.routes()[path]:  # best-of-N speech, read by the codec's phoneme head
+                # best-of-N speech, read by the codec's phoneme head: wherever the codec has one (a request may ask
+                # for several samples), and required where the profile asks for them (refused, saying why, without)
+                if "tts" in cfg.routes()[path] and (cfg.tts_candidates > 1 or self.codec.phoneme_symbols):
                     from engine.semantic.selection import PhonemeSelector
 
                     model.selector = PhonemeSelector.for_codec(self.codec)
@@ -458,10 +460,10 @@ class Engine:
         if options.candidates is None:
             return None
         n = model.candidates_for(text, options.candidates)
-        if n > 1 and model.selector is None:
+        if n > 1 and model.selector is None:  # semantic_for attaches one wherever the codec has a phoneme head
             from engine.semantic.selection import PhonemeSelector
 
-            model.selector = PhonemeSelector.for_codec(self.codec)
+            PhonemeSelector.for_codec(self.codec)  # raises ModelUnavailableError: how to ask for one sample
         return n
 
     def _sampling(self, options: GenerationOptions):

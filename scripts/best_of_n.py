@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             done[item.id] = cands
             f.write(json.dumps({"id": item.id, "text": text, "candidates": [list(c) for c in cands]}) + "\n")
             f.flush()
-            print(f"[{n}/{len(items)}] {item.id}: errors {[c.errors for c in cands]}, head's pick #{min(range(len(cands)), key=lambda i: cands[i].score)}", flush=True)
+            print(f"[{n}/{len(items)}] {item.id}: errors {[c.errors for c in cands]}, head's pick #{selector.pick(scores)}", flush=True)
     table = wer_table([done[i.id] for i in items if i.id in done])
     print(f"\n{len(done)} items, {args.candidates} samples each (Whisper tiny.en WER against the text)")
     for name, wer in table:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             sampling = replace(model.cfg.sampling, seed=args.seed * 1_000_003 + n * args.candidates)
             samples = model.speak_candidates(text, sampling, args.candidates)
             scores = selector.scores(text, samples)
-            best = min(range(len(samples)), key=lambda i: scores[i] if scores[i] == scores[i] else float("inf"))
+            best = selector.pick(scores)
             units = samples[best]
             if not units:
                 continue

@@ -171,6 +171,9 @@ def test_demo_profile_speaks_the_best_of_sixteen_read_by_its_codec(tmp_path):
     own = model.selector.scores(text, candidates)
     wrong = model.selector.scores(other, candidates)
     assert all(0 <= a < 2.0 and a + 1.0 < b for a, b in zip(own, wrong)), (own, wrong)
+    # one sample by default, the head still attached: a request may ask for several
+    one = Engine(load_config("demo", overrides=[f"paths.voices_dir={tmp_path}", "semantic.tts_candidates=1"])).semantic_for("tts")
+    assert isinstance(one.selector, PhonemeSelector) and one.candidates_for(text) == 1
 
 
 def test_best_of_n_script_table():

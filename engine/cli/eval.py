@@ -186,7 +186,7 @@ def _build(args: argparse.Namespace) -> int:
         if not kept:
             raise SystemExit(f"every item of this draw is in {', '.join(args.exclude)}: use another --seed or a larger --per-voice")
         path = write_manifest(path, kept)
-        print(f"left out {sum(item.id in taken for item in items)} item(s) of {', '.join(args.exclude)}")
+        print(f"left out {len(items) - len(kept)} item(s) of {', '.join(args.exclude)}")
     n = len(read_manifest(path))
     print(f"wrote {path} ({n} items)")
     return 0

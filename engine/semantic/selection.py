@@ -75,10 +75,13 @@ class PhonemeSelector:
     def best(self, text: str, candidates: Sequence[Sequence[int]]) -> int:
         """Index of the candidate that says ``text`` best (the first, when none can be scored)."""
         scores = self.scores(text, candidates)
-        finite = [(s, i) for i, s in enumerate(scores) if math.isfinite(s)]
-        if not finite:
-            return 0
-        best = min(finite)[1]
+        best = self.pick(scores)
         log.debug("best of %d speech candidates: #%d (CTC loss per phoneme %s)", len(candidates), best, ", ".join(f"{s:.2f}" for s in scores))
         return best
+
+    @staticmethod
+    def pick(scores: Sequence[float]) -> int:
+        """Index of the lowest finite score of ``scores`` (from ``scores``), 0 when none is finite."""
+        finite = [(s, i) for i, s in enumerate(scores) if math.isfinite(s)]
+        return min(finite)[1] if finite else 0
 
