@@ -247,6 +247,9 @@ class Engine:
         path = cfg.path_for(task)
         if cfg.tts_candidates < 1:
             raise EngineError(f"semantic.tts_candidates must be at least 1 (1 = one sample), got {cfg.tts_candidates}")
+        if cfg.tts_steer_every < 0 or not cfg.tts_steer_sharpness > 0:
+            raise EngineError(f"semantic.tts_steer_every must be 0 (off) or more and semantic.tts_steer_sharpness above 0, "
+                              f"got {cfg.tts_steer_every} and {cfg.tts_steer_sharpness}")
         with self._lock:
             if path not in self._semantic:
                 from engine.semantic.model import SemanticModel
@@ -406,7 +409,9 @@ class Engine:
         for path, tasks in sem.routes().items():  # which model serves which task
             role = semantic_role(tasks)
             upto = "up to " if sem.tts_candidates_chars > 0 else ""
-            best = f"; speech: best of {upto}{sem.tts_candidates} samples, read by the codec's phoneme head" if "tts" in tasks and sem.tts_candidates > 1 else ""
+            steered = f", steered every {sem.tts_steer_every} units" if sem.tts_steer_every > 0 else ""
+            best = (f"; speech: best of {upto}{sem.tts_candidates} samples{steered}, read by the codec's phoneme head"
+                    if "tts" in tasks and sem.tts_candidates > 1 else "")
             add(role, f"{sem.family}: {', '.join(TASK_NAMES[t] for t in tasks)}{best}", path, self._semantic.get(path),
                 f"{sem.dtype}{' 4-bit' if sem.quant == '4bit' else ''}")
         if sem.reply_writer:  # a separate LLM writes the chat reply text

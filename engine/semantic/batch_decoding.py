@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.semantic.decoding import SlotPlan, StaticDecoder, _rotate_half, penalize
+from engine.semantic.steering import RowGuide
 
 __all__ = ["sample_rows"]
 
@@ -30,12 +31,15 @@ _NUCLEUS = 64  # top-p: look for the kept tokens among this many first (a full s
 
 
 @torch.inference_mode()
-def sample_rows(dec: StaticDecoder, plan: SlotPlan, limit: int, rows: int, patience: float | None = None) -> list[tuple[list[int], bool]]:
+def sample_rows(dec: StaticDecoder, plan: SlotPlan, limit: int, rows: int, patience: float | None = None,
+                guide: RowGuide | None = None) -> list[tuple[list[int], bool]]:
     """``rows`` independent samples of one slot from ``dec``'s current state (after ``start`` / ``feed``;
     ``dec`` itself is left as it was): per row (tokens without the stop, stopped?). Uses ``dec``'s
     sampling settings and generator. ``patience``: once half the rows have stopped (after s steps), the
     others get until step ``patience`` x s to stop, then are cut off (stopped False): a row that runs on
-    far longer than its siblings is looping, and would hold up the whole batch."""
+    far longer than its siblings is looping, and would hold up the whole batch. ``guide``
+    (engine.semantic.steering) follows every row's tokens, and every ``guide.every`` steps may have
+    rows continue from others (their tokens, repetition counts and KV cache copied)."""
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
     assert dec.hidden is not None and dec.counts is not None, "prefill the decoder first (start / feed)"
@@ -53,14 +57,27 @@ def sample_rows(dec: StaticDecoder, plan: SlotPlan, limit: int, rows: int, patie
     hidden = dec.hidden.expand(rows, -1)  # [R, D]
     counts = dec.counts.expand(rows, -1).clone()  # [R, V]
     stop_ids = plan.stop_ids if plan.stop_ids is not None else torch.tensor(sorted(plan.stops), dtype=torch.long, device=dec.device)
-    tokens: list[Tensor] = []
+    tokens = torch.empty(rows, max(limit, 0), dtype=torch.long, device=dec.device)  # [R, limit]
     done = torch.zeros(rows, dtype=torch.bool, device=dec.device)
     pos = start
     deadline = limit
+    taken = 0
     for step in range(max(limit, 0)):
         token = _draw(dec, plan, hidden, counts)  # [R]
-        tokens.append(token)
+        tokens[:, step] = token
+        taken = step + 1
         done |= torch.isin(token, stop_ids)
+        if guide is not None:
+            guide.advance(token, ~done)
+            index = guide.resample(~done, dec.gen) if taken % guide.every == 0 else None
+            if index is not None:  # rows continue from their ancestors: history, counts and cache
+                moved = (index != torch.arange(rows, device=index.device)).nonzero()[:, 0]  # rows that change
+                source = index[moved]
+                tokens[moved, :taken] = tokens[source, :taken]
+                token = tokens[:, step]
+                counts[moved] = counts[source]
+                k_cache[:, moved, :, start:pos] = k_cache[:, source, :, start:pos]  # the prompt's part is every row's
+                v_cache[:, moved, :, start:pos] = v_cache[:, source, :, start:pos]
         finished = int(done.sum())
         if patience is not None and deadline == limit and 2 * finished >= rows:
             deadline = min(limit, max(step + 1, int(patience * (step + 1))))
@@ -69,7 +86,7 @@ def sample_rows(dec: StaticDecoder, plan: SlotPlan, limit: int, rows: int, patie
         counts.scatter_add_(1, token[:, None], torch.ones(rows, 1, dtype=counts.dtype, device=counts.device))
         hidden = _step(dec, weights, token, pos, k_cache, v_cache)
         pos += 1
-    table = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(rows)]  # [R, steps] (only the stop count is read per step)
+    table = tokens[:, :taken].tolist()  # [R, steps] (only the stop count is read per step)
     stops = set(plan.stops)
     out = []
     for row in table:

@@ -91,6 +91,11 @@ class SemanticConfig:
     # as a short one's; 0 = always tts_candidates
     tts_candidates_chars: int = 0
     tts_candidates_min: int = 4
+    # steer the samples while they are sampled (engine.semantic.steering): every this many units, rows whose
+    # units stop spelling the text under the phoneme head are replaced by copies of rows that still do
+    # (sequential Monte Carlo); 0 = plain best of N. steer_sharpness: the weights' inverse temperature
+    tts_steer_every: int = 0
+    tts_steer_sharpness: float = 1.0
     # the spoken reply of a chat with a reply writer: samples per sentence (1 = one sample, streamed as it is
     # sampled; 0 = as TTS). Best of 16 measured slower than real time there on 2 CPU cores (docs/demo.md)
     reply_candidates: int = 1

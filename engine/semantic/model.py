@@ -91,6 +91,7 @@ class SemanticModel:
             )
         self.unit_ids = torch.tensor([self.vocab[t] for t in unit_tokens])
         self.unit_of = {int(i): u for u, i in enumerate(self.unit_ids)}
+        self._units_of_tokens: Tensor | None = None  # _token_units, built on first use
         self.num_embeddings = model.get_input_embeddings().weight.shape[0]
         # picks one of semantic.tts_candidates sampled unit sequences (engine.semantic.selection; the engine
         # attaches the codec's phoneme-head selector). None: TTS samples one sequence
@@ -366,13 +367,24 @@ class SemanticModel:
                 decoder.start(seq)
                 stops, mask = self._masks(slot)
                 # the limit _walk gives the slot; a row still going at 1.5x the length at which half had ended is cut
-                rows = sample_rows(decoder, decoder.plan(stops, mask, None), budget - 4, n, patience=CANDIDATE_PATIENCE)
+                guide = None
+                if self.selector is not None and self.cfg.tts_steer_every > 0 and n > 1:
+                    guide = self.selector.steering(text, self._token_units(), n, self.cfg.tts_steer_every, self.cfg.tts_steer_sharpness)
+                rows = sample_rows(decoder, decoder.plan(stops, mask, None), budget - 4, n, patience=CANDIDATE_PATIENCE, guide=guide)
                 ended = [tokens for tokens, stopped in rows if stopped]
                 if len(ended) < len(rows):
                     log.info("semantic model: %d of %d speech candidates did not end (cut; loops or runaway speech)", len(rows) - len(ended), len(rows))
                 return [[self.unit_of[t] for t in tokens] for tokens in (ended or [tokens for tokens, _ in rows])]
         seeds = [None if sampling.seed is None else sampling.seed + k for k in range(n)]
         return [[u for chunk in self._speak_one(text, replace(sampling, seed=s), instruction) for u in chunk] for s in seeds]
+
+    def _token_units(self) -> Tensor:
+        """For every token id of the language model its RVQ-1 unit, or -1 [V] (on the model's device)."""
+        if self._units_of_tokens is None:
+            table = torch.full((int(self.unit_ids.max()) + 1,), -1, dtype=torch.long)
+            table[self.unit_ids] = torch.arange(len(self.unit_ids))
+            self._units_of_tokens = table.to(self.device)
+        return self._units_of_tokens
 
     def speak(self, text: str, sampling: SamplingConfig | None = None, instruction: int = 0, candidates: int | None = None) -> list[int]:
         """TTS: RVQ-1 units (50 Hz) for ``text`` (``candidates`` as for ``stream_speak``)."""

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from engine.errors import ModelUnavailableError
 from engine.semantic.frontend import TextFrontEnd
+from engine.semantic.steering import CtcSteering
 from engine.train.phonemes import encode_ipa
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class PhonemeSelector:
         self.log_probs = log_probs
         self.symbols = list(symbols)
         self.frontend = frontend or TextFrontEnd("phonemes", "en-us")
+        self._tables: dict[int, Tensor] = {}  # units -> the head's log-probabilities of each unit [U, V]
 
     @classmethod
     def for_codec(cls, codec) -> "PhonemeSelector":
@@ -78,6 +80,18 @@ class PhonemeSelector:
         best = self.pick(scores)
         log.debug("best of %d speech candidates: #%d (CTC loss per phoneme %s)", len(candidates), best, ", ".join(f"{s:.2f}" for s in scores))
         return best
+
+    @torch.inference_mode()
+    def steering(self, text: str, token_units: Tensor, rows: int, every: int, sharpness: float = 1.0) -> CtcSteering | None:
+        """A guide that steers ``rows`` samples of ``text`` towards its phonemes (engine.semantic.steering);
+        ``token_units``: every token id's unit or -1. None when the text has no phonemes to read."""
+        target = self.target(text)
+        if not target:
+            return None
+        units = int(token_units.max()) + 1
+        if units not in self._tables:
+            self._tables[units] = self.log_probs(torch.arange(units)[None])[0].float()  # [U, V]: the head reads each unit alone
+        return CtcSteering(self._tables[units], target, token_units, rows, every, sharpness)
 
     @staticmethod
     def pick(scores: Sequence[float]) -> int:
