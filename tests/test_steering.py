@@ -156,3 +156,17 @@ def test_steered_candidates_spell_the_text_better_than_best_of_n():
     assert all(math.isfinite(x) for x in plain + steered)
     assert sum(steered) / 8 < sum(plain) / 8 - 1.0 and min(steered) <= min(plain) + 1e-6, (plain, steered)
     assert model.speak("bad", sampling) in steered_rows  # TTS speaks one of the steered candidates
+
+
+def test_rows_that_can_no_longer_spell_the_text_are_left_as_they_are():
+    """A head that rules the text out for every row gives no weights to resample by: no resampling."""
+    table = torch.full((4, 3), float("-inf"))
+    table[:, 0] = 0.0  # every unit reads as blank, and never as a phoneme
+    guide = CtcSteering(table, [1, 2], _token_units(4), rows=3, every=1)
+    live = torch.ones(3, dtype=torch.bool)
+    guide.advance(torch.tensor([3, 4, 5]), live)
+    assert guide.complete_log_prob().isneginf().all()
+    table[:, 0] = float("-inf")  # and now nothing at all
+    dead = CtcSteering(table, [1, 2], _token_units(4), rows=3, every=1)
+    dead.advance(torch.tensor([3, 4, 5]), live)
+    assert dead.prefix_log_prob().isneginf().all() and dead.resample(live) is None

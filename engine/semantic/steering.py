@@ -104,8 +104,8 @@ class CtcSteering:
         if n < 2:
             return None
         w = self.weights(live)
-        if float(1.0 / (w * w).sum()) >= self.min_ess * n:
-            return None
+        if not bool(torch.isfinite(w).all()) or float(1.0 / (w * w).sum()) >= self.min_ess * n:
+            return None  # even enough (or no row can spell the text any more: nothing to prefer)
         rows = live.nonzero()[:, 0]  # [n]
         cum = w[rows].cumsum(0)
         u = (torch.rand(1, generator=generator).to(cum.device) + torch.arange(n, device=cum.device)) / n
