@@ -8,15 +8,15 @@ under the head for every row, so ``log p_t`` = the probability that a row's unit
 prefix* of the text (the forward variables summed over the prefix lengths). Every ``every`` units
 it weighs the rows by how much ``log p`` changed since the last resampling (weights
 softmax(``sharpness`` x change)); when the weights have become uneven (effective sample size below
-three quarters of the rows still going) it resamples them (systematic resampling): a row that has just skipped, slurred or
-repeated a word is replaced by a copy of one that has not, and the copies then sample on
-independently. This is sequential Monte Carlo with the head's prefix probability as the twisting
+three quarters of the rows still going) it resamples them (systematic resampling): a row that has
+just skipped, slurred or repeated a word is replaced by a copy of one that has not, and the copies
+then sample on independently. This is sequential Monte Carlo with the head's prefix probability as the twisting
 function (target: the model's distribution reweighted by the head's reading of the text); never
 resampling is plain best of N. The final choice among the rows that ended is still the selector's
 (the whole text's CTC loss per phoneme).
 
 Cost: a few vector operations over [rows, 2 x phonemes + 1] per unit, and when rows are resampled a
-copy of the rows' KV cache (``engine.semantic.batch_decoding.sample_rows`` does that part).
+copy of the changed rows' KV cache (``engine.semantic.batch_decoding.sample_rows`` does that part).
 """
 
 from __future__ import annotations
