@@ -182,6 +182,65 @@ def test_speed_perturbation_scales_pitch_and_length():
         speed_perturb(tone, 2.0)
 
 
+def _pulses_through_formant(f0: float, formant: float, seconds: float = 1.0) -> np.ndarray:
+    """A pulse train at ``f0`` through one resonance at ``formant`` Hz (a vowel with one formant)."""
+    from scipy.signal import lfilter
+
+    x = np.zeros(int(SAMPLE_RATE * seconds))
+    x[:: int(SAMPLE_RATE / f0)] = 1.0
+    r, theta = np.exp(-np.pi * 200 / SAMPLE_RATE), 2 * np.pi * formant / SAMPLE_RATE
+    return lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], x)
+
+
+def _pitch_and_formant(y: np.ndarray) -> tuple[float, float]:
+    """(F0 from the autocorrelation, centroid of the 400-2500 Hz band of the average spectrum)."""
+    ac = np.correlate(y[:8000], y[:8000], "full")[7999:]
+    lag = int(np.argmax(ac[60:400])) + 60  # 40-267 Hz
+    frames = np.lib.stride_tricks.sliding_window_view(y, 2048)[::512] * np.hanning(2048)
+    mag = np.abs(np.fft.rfft(frames, axis=-1)).mean(0)
+    hz = np.fft.rfftfreq(2048, 1 / SAMPLE_RATE)
+    band = (hz > 400) & (hz < 2500)
+    return SAMPLE_RATE / lag, float((hz[band] * mag[band] ** 2).sum() / (mag[band] ** 2).sum())
+
+
+def test_voice_shift_moves_pitch_and_formants_independently():
+    from engine.demo.voice_shift import shift_voice
+
+    x = _pulses_through_formant(120.0, 1000.0)
+    f0, centre = _pitch_and_formant(x)
+    assert abs(f0 - 120) < 3
+    for pitch, formant in ((1.0, 1.15), (1.25, 1.0), (0.8, 1.0), (1.25, 0.87)):
+        y = shift_voice(x, pitch, formant)
+        assert np.isfinite(y).all() and abs(y.size - x.size / pitch) <= 2
+        g0, moved = _pitch_and_formant(y)
+        assert abs(g0 / f0 - pitch) < 0.04, (pitch, formant, g0)  # the harmonics follow the pitch factor ...
+        assert abs(moved / centre - formant) < 0.06, (pitch, formant, moved / centre)  # ... the resonance its own
+    with pytest.raises(ValueError, match="outside"):
+        shift_voice(x, 2.0, 1.0)
+    with pytest.raises(ValueError, match="outside"):
+        shift_voice(x, 1.0, 0.5)
+
+
+def test_new_voices_are_planned_from_train_rows_deterministically():
+    from engine.demo.augment import NEW_FORMANT, NEW_PITCH, NOVELTY, plan_new_voices
+
+    train = [{"id": f"{v}-{i}", "voice": v, "sentence_id": f"s{i}", "duration": 3.0} for v in ("a", "b") for i in range(40)]
+    plan = plan_new_voices(train, 6, minutes=0.5, seed=1)
+    assert plan == plan_new_voices(train, 6, minutes=0.5, seed=1)
+    assert [v.name for v, _ in plan] != [v.name for v, _ in plan_new_voices(train, 6, minutes=0.5, seed=2)] or \
+        [v.pitch for v, _ in plan] != [v.pitch for v, _ in plan_new_voices(train, 6, minutes=0.5, seed=2)]
+    assert len({v.name for v, _ in plan}) == 6 and {v.base for v, _ in plan} == {"a", "b"}
+    for voice, rows in plan:
+        assert voice.name.startswith(f"{voice.base}-vt")
+        assert NEW_PITCH[0] <= voice.pitch <= NEW_PITCH[1] and NEW_FORMANT[0] <= voice.formant <= NEW_FORMANT[1]
+        assert abs(np.log(voice.pitch)) + abs(np.log(voice.formant)) >= NOVELTY - 1e-3
+        assert {r["voice"] for r in rows} == {voice.base} and len({r["sentence_id"] for r in rows}) == len(rows)
+        seconds = sum(r["duration"] / voice.pitch for r in rows)
+        assert 30 <= seconds < 30 + 3 / voice.pitch + 1e-6  # about --minutes, no more than one row over
+    with pytest.raises(EngineError, match="new-voices"):
+        plan_new_voices(train, -1, minutes=1)
+
+
 @needs_espeak
 def test_augmented_corpus_copies_only_train_rows_and_is_a_corpus_itself(tmp_path):
     from engine.cli.demo import main as demo_main
@@ -200,7 +259,8 @@ def test_augmented_corpus_copies_only_train_rows_and_is_a_corpus_itself(tmp_path
     assert len(copies) == 2 * len(train) and {r["voice"] for r in copies} == {"es_a-sp090", "es_a-sp110"}
     by_id = {r["id"]: r for r in source}
     for r in copies:
-        assert set(r) == set(AUGMENT_FIELDS) and r["split"] == "train" and not r["heldout_voice"] and not r["heldout_sentence"]
+        assert set(r) == set(MANIFEST_FIELDS) | {"augmented_from", "speed"} and set(r) <= set(AUGMENT_FIELDS)
+        assert r["split"] == "train" and not r["heldout_voice"] and not r["heldout_sentence"]
         orig = by_id[r["augmented_from"]]
         assert orig["split"] == "train" and r["text"] == orig["text"] and r["sentence_id"] == orig["sentence_id"]
         assert abs(r["duration"] - orig["duration"] / r["speed"]) < 0.01
@@ -224,3 +284,16 @@ def test_augmented_corpus_copies_only_train_rows_and_is_a_corpus_itself(tmp_path
     assert demo_main(["augment", "--corpus", str(src), "--out", str(tmp_path / "cli"), "--speeds", "1.2", "--quiet"]) == 0
     assert {r["voice"] for r in _rows(tmp_path / "cli")} >= {"es_a-sp120"}
     assert demo_main(["augment", "--corpus", str(src), "--out", str(tmp_path / "bad"), "--speeds", "1.0"]) != 0
+
+    # new voices: own pitch, formants and tilt; train rows only; --speeds then defaults to none
+    assert demo_main(["augment", "--corpus", str(src), "--out", str(tmp_path / "vt"), "--new-voices", "2", "--minutes", "0.05",
+                      "--quiet"]) == 0
+    vt = _rows(tmp_path / "vt")[len(source):]
+    assert vt and {r["voice"] for r in vt} == {"es_a-vt000", "es_a-vt001"}
+    for r in vt:
+        orig = by_id[r["augmented_from"]]
+        assert orig["split"] == "train" and r["text"] == orig["text"] and r["speaker"] == r["voice"] and "speed" not in r
+        assert {"pitch", "formant", "tilt_db"} <= set(r) and abs(r["duration"] - orig["duration"] / r["pitch"]) < 0.25
+        audio, rate = sf.read(str(tmp_path / "vt" / r["path"]), dtype="int16")
+        assert rate == SAMPLE_RATE and np.abs(audio).max() > 1000  # levelled speech, not silence
+    assert json.loads((tmp_path / "vt" / "corpus.json").read_text())["augmentation"]["new_voices"] == 2

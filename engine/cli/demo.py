@@ -31,7 +31,9 @@ def _corpus(args: argparse.Namespace) -> int:
 def _augment(args: argparse.Namespace) -> int:
     from engine.demo.augment import AugmentConfig, augment_corpus
 
-    report = augment_corpus(AugmentConfig(corpus=Path(args.corpus), out=Path(args.out), speeds=tuple(args.speeds), progress=not args.quiet))
+    speeds = args.speeds if args.speeds is not None else ([] if args.new_voices else [0.9, 1.1])
+    report = augment_corpus(AugmentConfig(corpus=Path(args.corpus), out=Path(args.out), speeds=tuple(speeds), new_voices=args.new_voices,
+                                          minutes=args.minutes, seed=args.seed, progress=not args.quiet))
     return 1 if report.failures and not (report.augmented or report.reused) else 0
 
 
@@ -53,14 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     corpus.add_argument("--max-minutes", type=float, default=None,
                         help="start no new work after this many minutes (balanced across voices; --resume adds the rest)")
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
-    aug = sub.add_parser("augment", help="speaker augmentation: speed-perturbed copies of the train rows as new voices",
+    aug = sub.add_parser("augment", help="speaker augmentation: copies of the train rows as new voices",
                          description="Write a new corpus folder: the source corpus's rows (hard-linked) plus, for every train row "
                                      "and speed factor, a resampled copy (pitch, formants and tempo x factor) as a new voice "
-                                     "VOICE-spNNN. Held-out voices and sentences are never copied. Resumable.")
+                                     "VOICE-spNNN, and/or --new-voices N voices VOICE-vtNNN, each a training voice with its own "
+                                     "pitch, vocal tract and spectral tilt reading about --minutes of its sentences. Held-out "
+                                     "voices and sentences are never copied. Resumable.")
     aug.add_argument("--corpus", default="data/demo_corpus", help="source corpus folder (default: %(default)s)")
     aug.add_argument("--out", default="data/demo_corpus_aug", help="output folder, a corpus of its own (default: %(default)s)")
-    aug.add_argument("--speeds", type=float, nargs="+", default=[0.9, 1.1], metavar="F",
-                     help="speed factors, each one new voice per training voice (default: 0.9 1.1; allowed 0.7-1.4)")
+    aug.add_argument("--speeds", type=float, nargs="+", default=None, metavar="F",
+                     help="speed factors, each one new voice per training voice (default: 0.9 1.1 without --new-voices, "
+                          "else none; allowed 0.7-1.4)")
+    aug.add_argument("--new-voices", type=int, default=0, metavar="N",
+                     help="voices with their own pitch (x0.72-1.4), formants (x0.86-1.18) and tilt (default: %(default)s)")
+    aug.add_argument("--minutes", type=float, default=4.0, help="speech per new voice (default: %(default)s)")
+    aug.add_argument("--seed", type=int, default=0, help="draws of the new voices and their sentences (default: %(default)s)")
     aug.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.action == "corpus":
