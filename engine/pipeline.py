@@ -427,6 +427,8 @@ class Engine:
             model = self._perceptual.get(kind)
             dtype = str(getattr(model, "dtype", "float32")).replace("torch.", "") if model is not None else getattr(pc, "dtype", "float32")
             name = kind if model is None or model.output_decoder() is None else f"{kind} (its output decoded by the codec decoder adapted to it)"
+            if kind == "flow" and pc.enroll_steps > 0:
+                name += f"; each voice enrolled first: {pc.enroll_steps} fine-tuning steps on its prompt, once per voice"
             add(kind, name, str(pc.path if not pc.random_init else f"random {pc.size}"), model, dtype)
         return out
 
@@ -476,9 +478,11 @@ class Engine:
         changes = {k: v for k, v in (("temperature", options.temperature), ("top_p", options.top_p), ("seed", options.seed)) if v is not None}
         return replace(sampling, **changes)
 
-    def prompt(self, voice: Voice) -> Prompt:
+    def prompt(self, voice: Voice, options: GenerationOptions | None = None) -> Prompt:
         """The voice prompt (codes + embeddings): a ``str`` is a library voice name (never a
-        path); anything else is audio to take the voice from."""
+        path); anything else is audio to take the voice from. With ``options`` the perceptual model
+        that serves them is also made ready for the voice (perceptual.flow.enroll_steps: the flow
+        model enrolled on it, once per voice), so that this is what a voice's first request waits for."""
         codec = self.codec
         if isinstance(voice, str):
             codes = torch.as_tensor(self.voices.load_prompt(voice, codec)).long()  # [8, T]
@@ -489,7 +493,12 @@ class Engine:
             # prepared exactly like a library voice: silence trimmed, the most speech-filled window
             codes = codec.encode(prepare_prompt_audio(wav, self.config.perceptual.prompt_seconds)).codes
         max_frames = int(round(self.config.perceptual.prompt_seconds * codec.frame_rate))
-        return Prompt.from_codes(codes[:, :max_frames], codec)
+        prompt = Prompt.from_codes(codes[:, :max_frames], codec)
+        if options is not None:
+            enrolled = getattr(self.perceptual(options.perceptual), "enrolled", None)
+            if enrolled is not None:
+                enrolled(prompt, options.chain)
+        return prompt
 
     def _checked_units(self, units: list[int]) -> list[int]:
         bad = [u for u in units if not 0 <= u < self.codec.codebook_size]
@@ -558,7 +567,7 @@ class Engine:
         if progress:
             progress(0.0, "preparing voice")
         with clock.stage("prompt"):
-            prompt = self.prompt(voice)
+            prompt = self.prompt(voice, options)
         p = self.config.pipeline
         normalized = normalize_text(text)
         chunks = split_sentences(normalized, max_chars=p.chunk_chars, min_chars=40) or [normalized]
@@ -636,7 +645,7 @@ class Engine:
         if progress:
             progress(0.3, "preparing voice")
         with clock.stage("prompt"):
-            prompt = self.prompt(voice)
+            prompt = self.prompt(voice, options)
         if progress:
             progress(0.5, "generating")
         out = self._synthesize(units, prompt, options, clock=clock)
@@ -669,7 +678,7 @@ class Engine:
         options = self._options(options)
         self._check_voice(voice)
         self._ready(options, None)
-        return self._synthesize([int(u) for u in units], self.prompt(voice), options)
+        return self._synthesize([int(u) for u in units], self.prompt(voice, options), options)
 
     def new_conversation(self):
         from engine.semantic.history import Conversation
@@ -706,7 +715,8 @@ class Engine:
                 yield Transcript(user_input)
             else:
                 user_input = self.codec.encode(wav).semantic_tokens.tolist()
-        prompt = self.prompt(voice)
+        with clock.stage("prompt"):
+            prompt = self.prompt(voice, options)
         pieces: list[np.ndarray] = []
         reply = None
         voice_out = self._utterance(prompt, options, clock=clock)  # the reply's speech, chunk after chunk, as one utterance

@@ -81,6 +81,10 @@ def run(args: argparse.Namespace, config) -> int:
             continue
         if first.load_s:
             print(f"  ({name}: models loaded in {first.load_s:.2f} s, not counted below)")
+        enroll_steps = getattr(getattr(config.perceptual, config.perceptual.kind, None), "enroll_steps", 0)
+        if enroll_steps and "prompt" in first.stages:
+            print(f"  ({name}: the voice prompt, with the flow model's enrollment ({enroll_steps} steps, once per voice), "
+                  f"took {first.stages.get('prompt', 0.0):.2f} s on first use, not counted below)")
         runs = [fn() for _ in range(max(args.repeats, 1))]
         mem = [r.peak_gpu_mem_mb for r in runs if r.peak_gpu_mem_mb is not None]
         stages = {k: float(np.mean([r.stages.get(k, 0.0) for r in runs])) for k in runs[0].stages}

@@ -7,6 +7,8 @@ generates RVQ-2..8 codes, which the codec's codebooks turn into the same represe
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +19,7 @@ from engine.codec import DTYPES, Codec
 from engine.errors import EngineError, ModelUnavailableError
 from engine.hub import locate_files
 from engine.perceptual.config import FlowConfig, PerceptualConfig, SoundStormConfig
+from engine.perceptual.enroll import EnrollSettings, enroll
 from engine.perceptual.flow_model import ADAPTED_DECODER_FILE, FlowModel, FlowModelConfig
 from engine.perceptual.soundstorm import SoundStorm, SoundStormModelConfig
 
@@ -29,13 +32,26 @@ class Prompt:
     codes: Tensor | None
     semantic_emb: Tensor
     complete_emb: Tensor
+    # how many leading frames are the voice's own recording (the rest: generated frames appended as left
+    # context while streaming); None = all of them. Voice enrollment learns from those frames only.
+    voice_frames: int | None = None
 
     @classmethod
     def from_codes(cls, codes: Tensor, codec: Codec) -> "Prompt":
         codes = torch.as_tensor(codes).long()
         if codes.dim() != 2 or codes.shape[0] != codec.n_q:
             raise ValueError(f"prompt codes must be [{codec.n_q}, P], got {tuple(codes.shape)}")
-        return cls(codes, codec.embed(codes[:1]), codec.embed(codes))
+        return cls(codes, codec.embed(codes[:1]), codec.embed(codes), int(codes.shape[1]))
+
+    def voice(self) -> tuple[Tensor, Tensor]:
+        """The voice's own frames: (complete [V, D], RVQ-1 [V, D]) embeddings."""
+        v = self.num_frames if self.voice_frames is None else self.voice_frames
+        return self.complete_emb[:v], self.semantic_emb[:v]
+
+    def voice_key(self) -> str:
+        """A digest of the voice's own frames: equal for a prompt and its streamed extensions."""
+        complete, _ = self.voice()
+        return hashlib.sha1(complete.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
     @property
     def num_frames(self) -> int:
@@ -46,7 +62,8 @@ class Prompt:
         [T, D] and, for a discrete model, their ``codes`` [8, T] (a prompt continuation)."""
         joined = None if self.codes is None or codes is None else torch.cat([self.codes, torch.as_tensor(codes).long()], dim=1)
         return Prompt(joined, torch.cat([self.semantic_emb, codec.semantic_embedding(torch.as_tensor(tokens).long())]),
-                      torch.cat([self.complete_emb, torch.as_tensor(complete_emb).float()]))
+                      torch.cat([self.complete_emb, torch.as_tensor(complete_emb).float()]),
+                      self.num_frames if self.voice_frames is None else self.voice_frames)
 
 
 class PerceptualModel(Protocol):
@@ -106,6 +123,7 @@ class FlowPerceptual:
         self.dtype = flow_dtype(cfg.dtype, device)
         self._models: dict[str, FlowModel] = {}
         self._decoders: dict[str, torch.nn.Module | None] = {}  # per chain: the codec decoder adapted to that model's output
+        self._enrolled: OrderedDict[tuple[str, str], FlowModel] = OrderedDict()  # (chain, voice key) -> enrolled copy
         self.default_chain = cfg.chain if cfg.random_init else None
         if not cfg.random_init:
             if not cfg.path:
@@ -163,8 +181,32 @@ class FlowPerceptual:
             model.enable_compile("reduce-overhead" if self.device.type == "cuda" else "default", self.cfg.compile_bucket_frames)
         return model
 
-    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
+    def enroll_settings(self) -> EnrollSettings:
+        c = self.cfg
+        return EnrollSettings(c.enroll_steps, c.enroll_lr, c.enroll_batch, c.enroll_params, c.seed).validated()
+
+    def enrolled(self, prompt: Prompt, chain: str | None = None) -> FlowModel:
+        """The model for ``prompt``'s voice: with ``enroll_steps`` a copy fine-tuned on the voice's own
+        frames (made once per voice and chain, the last ``enroll_cache`` kept), else the model itself."""
         model = self.model(chain)
+        settings = self.enroll_settings()
+        if settings.steps == 0:
+            return model
+        key = (chain or self.default_chain, prompt.voice_key())
+        if key in self._enrolled:
+            self._enrolled.move_to_end(key)
+            return self._enrolled[key]
+        complete, semantic = prompt.voice()
+        tuned = enroll(model, complete, semantic, settings)
+        if tuned is not model:
+            tuned = self._prepare(tuned)
+        self._enrolled[key] = tuned
+        while len(self._enrolled) > max(0, self.cfg.enroll_cache):
+            self._enrolled.popitem(last=False)
+        return tuned
+
+    def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
+        model = self.enrolled(prompt, chain)
         semantic = self.codec.semantic_embedding(tokens)  # [T, D]
         noise = None
         if seed is not None:  # per-frame noise: prompt frames, then the utterance's frames up to this chunk's end

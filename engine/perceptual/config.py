@@ -37,6 +37,14 @@ class FlowConfig:
     # CPU it gains ~10 % per call after ~1.5 minutes of compiling per bucket (measured on 2 cores)
     compile: str = "auto"  # auto | on | off
     compile_bucket_frames: int = 250  # 5 s at 50 Hz
+    # voice enrollment (engine/perceptual/enroll.py): before speaking in a voice, a copy of the model is
+    # fine-tuned for this many Adam steps on that voice's prompt (once per voice, kept for the last
+    # `enroll_cache` voices); 0 = the model as trained, for every voice
+    enroll_steps: int = 0
+    enroll_lr: float = 5.0e-5
+    enroll_batch: int = 8
+    enroll_params: str = "all"  # all | vectors (norm gains and biases only)
+    enroll_cache: int = 4
 
 
 @dataclass
