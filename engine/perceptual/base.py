@@ -8,6 +8,7 @@ generates RVQ-2..8 codes, which the codec's codebooks turn into the same represe
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -124,6 +125,7 @@ class FlowPerceptual:
         self._models: dict[str, FlowModel] = {}
         self._decoders: dict[str, torch.nn.Module | None] = {}  # per chain: the codec decoder adapted to that model's output
         self._enrolled: OrderedDict[tuple[str, str], FlowModel] = OrderedDict()  # (chain, voice key) -> enrolled copy
+        self._enrolled_lock = threading.Lock()
         self.default_chain = cfg.chain if cfg.random_init else None
         if not cfg.random_init:
             if not cfg.path:
@@ -193,16 +195,18 @@ class FlowPerceptual:
         if settings.steps == 0:
             return model
         key = (chain or self.default_chain, prompt.voice_key())
-        if key in self._enrolled:
-            self._enrolled.move_to_end(key)
-            return self._enrolled[key]
+        with self._enrolled_lock:  # requests may come from several threads (the web UI)
+            if key in self._enrolled:
+                self._enrolled.move_to_end(key)
+                return self._enrolled[key]
         complete, semantic = prompt.voice()
         tuned = enroll(model, complete, semantic, settings)
         if tuned is not model:
             tuned = self._prepare(tuned)
-        self._enrolled[key] = tuned
-        while len(self._enrolled) > max(0, self.cfg.enroll_cache):
-            self._enrolled.popitem(last=False)
+        with self._enrolled_lock:
+            self._enrolled[key] = tuned
+            while len(self._enrolled) > max(1, self.cfg.enroll_cache):  # at least the voice speaking now
+                self._enrolled.popitem(last=False)
         return tuned
 
     def generate(self, tokens: Tensor, prompt: Prompt, *, steps=None, chain=None, guidance_scale=None, seed=None, frame_offset=0) -> Tensor:
