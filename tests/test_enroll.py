@@ -47,12 +47,15 @@ def test_enrollment_fits_the_prompt_in_a_copy_and_leaves_the_model_alone():
     assert all(not p.requires_grad for p in tuned.parameters())
 
 
-def test_vectors_only_enrollment_keeps_every_matrix():
+def test_vectors_or_attention_only_enrollment_keeps_the_rest():
     model = _model()
     complete, semantic = _prompt()
     tuned = enroll(model, complete, semantic, EnrollSettings(steps=5, lr=1e-2, batch=2, params="vectors"))
     changed = {n for (n, a), b in zip(model.named_parameters(), tuned.parameters()) if not torch.equal(a, b)}
     assert changed and all(dict(model.named_parameters())[n].dim() == 1 for n in changed)
+    tuned = enroll(model, complete, semantic, EnrollSettings(steps=5, lr=1e-2, batch=2, params="attention"))
+    changed = {n for (n, a), b in zip(model.named_parameters(), tuned.parameters()) if not torch.equal(a, b)}
+    assert changed and all(".attn." in n for n in changed) and any(p.dim() == 2 for n, p in model.named_parameters() if n in changed)
 
 
 def test_nothing_to_enroll_returns_the_model_and_bad_settings_are_refused():

@@ -43,7 +43,7 @@ class FlowConfig:
     enroll_steps: int = 0
     enroll_lr: float = 5.0e-5
     enroll_batch: int = 8
-    enroll_params: str = "all"  # all | vectors (norm gains and biases only)
+    enroll_params: str = "all"  # all | vectors (norm gains and biases only) | attention (the self-attention blocks)
     enroll_cache: int = 4  # enrolled voices kept in memory (at least 1: the voice speaking now), 24.6 MB each for the demo model
 
 

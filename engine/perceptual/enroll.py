@@ -6,7 +6,8 @@ is: the prompt. A copy of the model takes ``steps`` Adam steps of its own traini
 (``FlowModel.loss``) on a batch of copies of the prompt's complete and RVQ-1 embeddings, each copy
 with its own random prefix shown as context and the rest to generate, exactly as in training. The
 copy then speaks for that voice; the shared model is never touched. ``params: vectors`` tunes only
-the one-dimensional parameters (norm gains, biases): less movement, less voice.
+the one-dimensional parameters (norm gains, biases), ``attention`` only the self-attention blocks
+(through which target frames read the prompt).
 
 Nothing here knows about voices or caches: ``FlowPerceptual`` keeps the tuned copies per voice.
 """
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from engine.perceptual.flow_model import FlowModel
 
+PARAMS = ("all", "vectors", "attention")
 MIN_FRAMES = 25  # half a second: below this a prompt teaches nothing (and the loss has no frames to score)
 
 
@@ -29,15 +31,23 @@ class EnrollSettings:
     steps: int = 0  # Adam steps; 0 = no enrollment
     lr: float = 5e-5
     batch: int = 8  # copies of the prompt per step, each with its own random prefix
-    params: str = "all"  # all | vectors (one-dimensional parameters only)
+    params: str = "all"  # all | vectors (one-dimensional parameters only) | attention (the self-attention blocks: what reads the prompt)
     seed: int = 0
 
     def validated(self) -> "EnrollSettings":
         if self.steps < 0 or self.batch < 1 or not self.lr > 0:
             raise ValueError(f"enrollment needs steps >= 0, batch >= 1 and lr > 0 (got {self.steps}, {self.batch}, {self.lr})")
-        if self.params not in ("all", "vectors"):
-            raise ValueError(f"unknown enrollment params {self.params!r}; use all or vectors")
+        if self.params not in PARAMS:
+            raise ValueError(f"unknown enrollment params {self.params!r}; use {', '.join(PARAMS)}")
         return self
+
+
+def _tuned(which: str, name: str, param: torch.nn.Parameter) -> bool:
+    if which == "vectors":
+        return param.dim() == 1
+    if which == "attention":
+        return ".attn." in name
+    return True
 
 
 def enroll(model: FlowModel, prompt_complete: Tensor, prompt_semantic: Tensor, settings: EnrollSettings) -> FlowModel:
@@ -59,7 +69,7 @@ def enroll(model: FlowModel, prompt_complete: Tensor, prompt_semantic: Tensor, s
         model._velocity = velocity
     tuned.compile_bucket = 0
     tuned.cast_weights(torch.float32).train()
-    params = [p for p in tuned.parameters() if settings.params == "all" or p.dim() == 1]
+    params = [p for name, p in tuned.named_parameters() if _tuned(settings.params, name, p)]
     for p in tuned.parameters():
         p.requires_grad_(any(p is q for q in params))
     optimizer = torch.optim.Adam(params, lr=settings.lr)
