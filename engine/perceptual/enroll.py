@@ -69,9 +69,9 @@ def enroll(model: FlowModel, prompt_complete: Tensor, prompt_semantic: Tensor, s
         model._velocity = velocity
     tuned.compile_bucket = 0
     tuned.cast_weights(torch.float32).train()
-    params = [p for name, p in tuned.named_parameters() if _tuned(settings.params, name, p)]
-    for p in tuned.parameters():
-        p.requires_grad_(any(p is q for q in params))
+    for name, p in tuned.named_parameters():
+        p.requires_grad_(_tuned(settings.params, name, p))
+    params = [p for p in tuned.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     dev = tuned.feature_mean.device
     complete = prompt_complete.to(dev).float()[None].expand(settings.batch, -1, -1)  # [B, P, F]
